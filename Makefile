@@ -1,0 +1,29 @@
+# The two commands of the README. Each makes its own virtualenv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint proto check serve bench
+
+$(BIN)/tongban: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,fast]'
+	touch $(BIN)/tongban
+
+demo: $(BIN)/tongban
+	$(BIN)/tongban demo
+
+serve: $(BIN)/tongban
+	$(BIN)/tongban serve --config partners.toml
+
+test: $(BIN)/tongban lint
+	$(BIN)/pytest
+
+lint: $(BIN)/tongban
+	$(BIN)/python scripts/gen_proto.py --check
+	$(BIN)/ruff check gateway adapters tests scripts
+	$(BIN)/mypy
+
+proto: $(BIN)/tongban
+	$(BIN)/python scripts/gen_proto.py
