@@ -1,0 +1,156 @@
+"""A complete reference regional platform on aiosqlite, run inside the gateway process.
+
+It is the default for the demo and the tests: it receives cases (dedup by case_id),
+keeps its own numbers and states, and reports every change back through the gateway as
+its partner would over UpdateCase. Settings:
+
+- ``database``: file name under the gateway's data_dir, or ":memory:" (default)
+- ``auto``: "complete" (accept, process and complete each case), "accept" (accept and
+  start processing), or "manual" (a clerk moves cases, see `transition`)
+- ``step_delay_s``: pause between automatic steps (default 0.05)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aiosqlite
+
+from gateway.cases import Side, State, plan
+from gateway.config import Party, Partner
+from gateway.errors import ConfigError, GatewayError, NotFound
+from gateway.ids import new_ulid
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.types import AdapterContext
+
+log = logging.getLogger("tongban.embedded")
+AUTO = {"complete": (State.ACCEPTED, State.PROCESSING, State.COMPLETED),
+        "accept": (State.ACCEPTED, State.PROCESSING), "manual": ()}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (case_id TEXT PRIMARY KEY, platform_number TEXT NOT NULL,
+  state INTEGER NOT NULL, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS updates (update_id TEXT PRIMARY KEY, case_id TEXT NOT NULL,
+  state INTEGER NOT NULL, note TEXT NOT NULL);
+"""
+
+
+class EmbeddedAdapter:
+    def __init__(self, party: Party, ctx: AdapterContext) -> None:
+        assert isinstance(party, Partner)
+        self.partner, self._ctx = party, ctx
+        settings = party.settings
+        self.auto = str(settings.get("auto", "complete"))
+        if self.auto not in AUTO:
+            raise ConfigError(f"partners {party.id}: settings.auto must be one of "
+                              f"{', '.join(AUTO)}")
+        self.step_delay_s = float(settings.get("step_delay_s", 0.05))
+        name = str(settings.get("database", ":memory:"))
+        self._path = name if name == ":memory:" else str(ctx.data_dir / name)
+        self._db: aiosqlite.Connection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self.received = asyncio.Condition()
+
+    async def start(self) -> None:
+        if self._path != ":memory:":
+            self._ctx.data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self._path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.executescript(SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise GatewayError("embedded platform is not started")
+        return self._db
+
+    # -- the gateway hands us work ---------------------------------------------------
+    async def deliver_case(self, payload: bytes) -> None:
+        case = pp.ReceiveCaseRequest.FromString(payload).case
+        async with self._lock:
+            cursor = await self.db.execute(
+                "INSERT OR IGNORE INTO cases VALUES (?,?,?,?)",
+                (case.case_id, f"{self.partner.id}-{new_ulid()[-10:]}", case.state,
+                 case.SerializeToString()))
+            await self.db.commit()
+        if cursor.rowcount and self.auto != "manual":
+            task = asyncio.create_task(self._autopilot(case.case_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        async with self.received:
+            self.received.notify_all()
+
+    async def deliver_update(self, payload: bytes) -> None:
+        update = gw.UpdateCaseRequest.FromString(payload).update
+        async with self._lock:
+            await self.db.execute("INSERT OR IGNORE INTO updates VALUES (?,?,?,?)",
+                                  (update.update_id, update.case_id, update.state, update.note))
+            if update.state:
+                await self.db.execute("UPDATE cases SET state=? WHERE case_id=?",
+                                      (update.state, update.case_id))
+            await self.db.commit()
+        async with self.received:
+            self.received.notify_all()
+
+    async def list_items(self) -> Sequence[pb.Item]:
+        return []
+
+    # -- the clerk (or the autopilot) moves cases --------------------------------------
+    async def state_of(self, case_id: str) -> State | None:
+        async with self.db.execute("SELECT state FROM cases WHERE case_id=?",
+                                   (case_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else State(row[0])
+
+    async def transition(self, case_id: str, state: State, *, note: str = "",
+                         missing: Sequence[str] = ()) -> None:
+        """Move a case this platform handles and report it through the gateway."""
+        async with self._lock:
+            current = await self.state_of(case_id)
+            if current is None:
+                raise NotFound(f"case {case_id} is not on platform {self.partner.id}")
+            plan(current if current is not State.SUBMITTED else State.FORWARDED, state,
+                 Side.TARGET)
+            update_id = new_ulid()
+            await self.db.execute("UPDATE cases SET state=? WHERE case_id=?", (state, case_id))
+            await self.db.execute("INSERT INTO updates VALUES (?,?,?,?)",
+                                  (update_id, case_id, state, note))
+            await self.db.commit()
+        update = pb.CaseUpdate(case_id=case_id, update_id=update_id, state=int(state),  # type: ignore[arg-type]
+                               note=note, missing_materials=missing)
+        await self._report(update)
+
+    async def _report(self, update: pb.CaseUpdate) -> None:
+        for attempt in range(6):
+            try:
+                await self._ctx.report(self.partner.id, update)
+                return
+            except GatewayError as exc:
+                if attempt == 5:
+                    log.error("platform %s could not report %s: %s", self.partner.id,
+                              update.update_id, exc)
+                    return
+                await asyncio.sleep(0.05 * 2 ** attempt)
+
+    async def _autopilot(self, case_id: str) -> None:
+        notes = {State.ACCEPTED: "已受理", State.PROCESSING: "办理中", State.COMPLETED: "已办结"}
+        for state in AUTO[self.auto]:
+            await asyncio.sleep(self.step_delay_s)
+            try:
+                await self.transition(case_id, state, note=notes[state])
+            except GatewayError as exc:  # e.g. cancelled meanwhile
+                log.info("platform %s stops on %s: %s", self.partner.id, case_id, exc)
+                return

@@ -1,0 +1,48 @@
+"""A regional platform that implements tongban.v1.PartnerPlatform over gRPC.
+
+Settings: ``address = "host:port"`` and optionally ``timeout_s``. The stored
+UpdateCaseRequest bytes are sent as ReceiveUpdateRequest unchanged: both messages carry
+the CaseUpdate as field 1, so the wire bytes are identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.client import SignedChannel
+from gateway.config import Party, Partner
+from gateway.errors import ConfigError
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.types import AdapterContext
+
+SERVICE = "/tongban.v1.PartnerPlatform/"
+
+
+class GrpcPartnerAdapter:
+    def __init__(self, party: Party, ctx: AdapterContext) -> None:
+        assert isinstance(party, Partner)
+        address = party.settings.get("address")
+        if not isinstance(address, str) or ":" not in address:
+            raise ConfigError(f"partners {party.id}: settings.address must be host:port")
+        self._channel = SignedChannel(address, issuer=ctx.gateway_id, audience=party.id,
+                                      signing_key=ctx.signing_key, verifier=ctx.verifier,
+                                      clock=ctx.clock,
+                                      timeout_s=float(party.settings.get("timeout_s", 10.0)))
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def deliver_case(self, payload: bytes) -> None:
+        await self._channel.call(SERVICE + "ReceiveCase", payload)
+
+    async def deliver_update(self, payload: bytes) -> None:
+        await self._channel.call(SERVICE + "ReceiveUpdate", payload)
+
+    async def list_items(self) -> Sequence[pb.Item]:
+        raw = await self._channel.call(SERVICE + "ListPlatformItems",
+                                       pp.ListPlatformItemsRequest().SerializeToString())
+        return list(pp.ListPlatformItemsResponse.FromString(raw).items)

@@ -1,0 +1,37 @@
+"""Another tongban gateway (federation): cases go by ForwardCase, updates by UpdateCase."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.client import SignedChannel
+from gateway.config import Gateway, Party
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.types import AdapterContext
+
+
+class PeerAdapter:
+    def __init__(self, party: Party, ctx: AdapterContext) -> None:
+        assert isinstance(party, Gateway)
+        self.peer = party
+        self._channel = SignedChannel(party.grpc, issuer=ctx.gateway_id, audience=party.id,
+                                      signing_key=ctx.signing_key, verifier=ctx.verifier,
+                                      clock=ctx.clock)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def deliver_case(self, payload: bytes) -> None:
+        await self._channel.call("/tongban.v1.Gateway/ForwardCase", payload)
+
+    async def deliver_update(self, payload: bytes) -> None:
+        await self._channel.call("/tongban.v1.Gateway/UpdateCase", payload)
+
+    async def list_items(self) -> Sequence[pb.Item]:
+        raw = await self._channel.call("/tongban.v1.Gateway/ListItems",
+                                       gw.ListItemsRequest().SerializeToString())
+        return list(gw.ListItemsResponse.FromString(raw).items)

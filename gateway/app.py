@@ -1,0 +1,120 @@
+"""Assemble one gateway process: store, adapters, engine, gRPC server, HTTP server."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.config import Config, Gateway, Partner
+from gateway.engine import Engine
+from gateway.errors import ConfigError
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.server import SERVICE, GatewayServicer
+from gateway.signing import PublicKey, Verifier
+from gateway.store.sqlite import SqliteStore
+from gateway.types import AdapterContext, Clock, PartnerAdapter, SystemClock
+from gateway.web.app import make_app
+
+log = logging.getLogger("tongban.app")
+
+
+def adapter_factories() -> dict[str, Any]:
+    """Adapter classes registered under the entry-point group tongban.adapters."""
+    return {ep.name: ep.load() for ep in entry_points(group="tongban.adapters")}
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class GatewayApp:
+    """One running gateway. ``memory=True`` keeps the store in memory (tests, demo)."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 memory: bool = False) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        path = ":memory:" if memory else config.data_dir / "gateway.sqlite3"
+        self.store = SqliteStore(path)
+        self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
+                                 skew_s=config.limits.clock_skew_s,
+                                 max_ttl_s=config.limits.max_token_ttl_s)
+        self.adapters: dict[str, PartnerAdapter] = {}
+        self.engine = Engine(config, self.store, self.adapters, self.clock)
+        self._grpc: grpc.aio.Server | None = None
+        self._web: web.AppRunner | None = None
+        self._ready = False
+
+    def _keys_for(self, party_id: str) -> tuple[PublicKey, ...]:
+        party = self.config.party(party_id)
+        return party.keys if party is not None else ()
+
+    def _build_adapters(self) -> None:
+        factories = adapter_factories()
+        ctx = AdapterContext(gateway_id=self.config.self_id, signing_key=self.config.signing_key,
+                             verifier=self.verifier, clock=self.clock,
+                             data_dir=self.config.data_dir, report=self._report)
+        parties: list[Partner | Gateway] = [*self.config.local_partners()]
+        parties += [self.config.gateways[g] for g in self.config.me.links]
+        for party in parties:
+            name = party.adapter if isinstance(party, Partner) else "peer"
+            factory = factories.get(name)
+            if factory is None:
+                raise ConfigError(f"{party.id}: no adapter {name!r} is installed "
+                                  f"(have {', '.join(sorted(factories))})")
+            self.adapters[party.id] = factory(party, ctx)
+
+    async def _report(self, partner: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
+        return await self.engine.update(partner, update)
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._build_adapters()
+        for adapter in self.adapters.values():
+            await adapter.start()
+        limit = self.config.limits.max_message_bytes
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                          ("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((GatewayServicer(
+            self.engine, self.verifier, self.config.signing_key, self.clock).generic_handler(),))
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        host, port = _split(self.config.me.grpc)
+        if server.add_insecure_port(f"{host}:{port}") == 0:
+            raise ConfigError(f"cannot listen on {self.config.me.grpc}")
+        await server.start()
+        self._grpc = server
+        runner = web.AppRunner(make_app(self.config, lambda: self._ready), access_log=None)
+        await runner.setup()
+        host, port = _split(self.config.me.http)
+        await web.TCPSite(runner, host, port).start()
+        self._web = runner
+        self.engine.outbox.start()
+        await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
+        log.info("gateway %s serving gRPC on %s, HTTP on %s", self.config.self_id,
+                 self.config.me.grpc, self.config.me.http)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        self._ready = False
+        await self.engine.outbox.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+            self._grpc = None
+        if self._web is not None:
+            await self._web.cleanup()
+            self._web = None
+        for adapter in self.adapters.values():
+            await adapter.close()
+        await self.store.close()

@@ -1,0 +1,126 @@
+"""The `tongban` command: serve, demo, keys generate, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway.errors import ConfigError
+from gateway.signing import generate_private_key, load_private_key, sign
+
+
+def _loop_runner() -> None:
+    try:
+        import uvloop  # measured +20 % grpc.aio throughput (DESIGN §10)
+
+        uvloop.install()  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from gateway.app import GatewayApp
+    from gateway.config import load_config
+
+    app = GatewayApp(load_config(args.config, self_id=args.self_id))
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop(grace_s=5.0)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{args.id}.pem"
+    if target.exists() and not args.force:
+        print(f"{target} exists (use --force to replace it)", file=sys.stderr)
+        return 1
+    pem, jwk = generate_private_key(args.alg)
+    target.write_bytes(pem)
+    target.chmod(0o600)
+    inline = ", ".join(f'{k} = "{v}"' for k, v in jwk.items() if k != "alg")
+    print(f"# private key written to {target}\n[[partners.keys]]   # or [[gateways.keys]]\n"
+          f'id = "{args.key_id}"\njwk = {{ {inline} }}')
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    key = load_private_key(Path(args.key).read_bytes(), kid=f"{args.iss}#{args.key_id}")
+    body = Path(args.body).read_bytes() if args.body != "-" else sys.stdin.buffer.read()
+    import time
+
+    token, claims = sign(key, iss=args.iss, aud=args.aud, method=args.method, body=body,
+                         now=time.time(), ttl=args.ttl)
+    print(token)
+    if args.verbose:
+        print(json.dumps(claims.__dict__, ensure_ascii=False, indent=2), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tongban", description=__doc__)
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one gateway")
+    serve.add_argument("--config", default="partners.toml")
+    serve.add_argument("--as", dest="self_id", help="gateway id from [[gateways]] "
+                       "(default: [self].id)")
+
+    demo = sub.add_parser("demo", help="run a three-gateway federation and submit cases")
+    demo.add_argument("--config", default="partners.toml")
+    demo.add_argument("--serve", action="store_true", help="keep the gateways running")
+
+    keys = sub.add_parser("keys", help="key management")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="write a private key, print its public JWK")
+    gen.add_argument("--id", required=True, help="partner or gateway id")
+    gen.add_argument("--key-id", default="k1")
+    gen.add_argument("--alg", choices=("EdDSA", "ES256"), default="EdDSA")
+    gen.add_argument("--out", default="keys")
+    gen.add_argument("--force", action="store_true")
+
+    token = sub.add_parser("token", help="mint an x-tongban-signature value for scripting")
+    token.add_argument("--key", required=True, help="PEM private key of the caller")
+    token.add_argument("--iss", required=True, help="caller id")
+    token.add_argument("--key-id", default="k1")
+    token.add_argument("--aud", required=True, help="receiving gateway or partner id")
+    token.add_argument("--method", required=True, help="e.g. /tongban.v1.Gateway/GetCase")
+    token.add_argument("--body", required=True, help="file with the exact request bytes, or -")
+    token.add_argument("--ttl", type=int, default=120)
+    token.add_argument("-v", "--verbose", action="store_true")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
+                               '"msg":"%(message)s"}')
+    try:
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "token":
+            return _token(args)
+        _loop_runner()
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        from gateway.demo import run_demo
+
+        return asyncio.run(run_demo(Path(args.config), keep_running=args.serve))
+    except ConfigError as exc:
+        print(f"tongban: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""partners.toml → typed, validated, frozen configuration.
+
+The file describes a federation (X-Road calls this the global configuration): every
+gateway with its address, links and keys; every partner platform with the gateway it is
+attached to; alliances; the item catalogue. `[self]` names which gateway this process is.
+Each error names the file, the line and the key path, e.g.
+``partners.toml:42: partners[2].keys[0].jwk: not an Ed25519 public key``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.signing import PublicKey, SigningKey, load_private_key, public_key_from_jwk
+from gateway.tomlpath import PathPart, format_path, locate
+
+PARTY_ID = re.compile(r"^[1-8]\d{5}(-[a-z0-9]{1,16})?$")
+ITEM_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+PREFIX = re.compile(r"^\d{1,6}$")
+MODES = ("fully_online", "proxy", "multi_site")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Item:
+    """One 事项 of the catalogue."""
+
+    code: str
+    name: str
+    mode: str
+    required_materials: tuple[str, ...]
+    time_limit_days: int
+    cross_province: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alliance:
+    """A 通办 alliance (e.g. 南京都市圈 "8+2"): member division prefixes and its item list."""
+
+    id: str
+    name: str
+    members: tuple[str, ...]
+    items: frozenset[str]
+
+    def covers(self, division: str) -> bool:
+        return any(division.startswith(m) for m in self.members)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Party:
+    """Anyone that signs calls: a partner platform or a gateway."""
+
+    id: str
+    name: str
+    prefixes: tuple[str, ...]
+    keys: tuple[PublicKey, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Partner(Party):
+    """A regional platform, attached to one gateway through an adapter."""
+
+    gateway: str
+    adapter: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gateway(Party):
+    """A tongban gateway of the federation and the gateways it links to."""
+
+    grpc: str
+    http: str
+    links: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_hops: int = 4
+    clock_skew_s: int = 60
+    max_token_ttl_s: int = 300
+    max_message_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole validated configuration of one gateway process."""
+
+    self_id: str
+    signing_key: SigningKey
+    gateways: Mapping[str, Gateway]
+    partners: Mapping[str, Partner]
+    alliances: Mapping[str, Alliance]
+    items: Mapping[str, Item]
+    limits: Limits
+    data_dir: Path
+    source: Path
+
+    @property
+    def me(self) -> Gateway:
+        return self.gateways[self.self_id]
+
+    def local_partners(self) -> list[Partner]:
+        return [p for p in self.partners.values() if p.gateway == self.self_id]
+
+    def party(self, party_id: str) -> Party | None:
+        """The partner or gateway that may call this gateway under party_id."""
+        partner = self.partners.get(party_id)
+        if partner is not None:
+            return partner if partner.gateway == self.self_id else None
+        if party_id in self.me.links:
+            return self.gateways.get(party_id)
+        return None
+
+
+class _Reader:
+    """Typed access to a TOML table that raises ConfigError with the key path and line."""
+
+    def __init__(self, data: Mapping[str, Any], path: list[PathPart], loader: _Loader) -> None:
+        self.data, self.path, self.loader = data, path, loader
+
+    def fail(self, key: PathPart | None, message: str) -> ConfigError:
+        path = self.path if key is None else [*self.path, key]
+        return self.loader.error(path, message)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(key, f"expected {names}, got {type(value).__name__}")
+        return value
+
+    def string(self, key: str, default: Any = ..., pattern: re.Pattern[str] | None = None) -> str:
+        value: str = self.get(key, str, default)
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"{value!r} does not match {pattern.pattern}")
+        return value
+
+    def strings(self, key: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
+        values: list[Any] = self.get(key, list, [])
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise self.loader.error([*self.path, key, i], "expected a string")
+            if pattern is not None and not pattern.match(value):
+                raise self.loader.error(
+                    [*self.path, key, i], f"{value!r} does not match {pattern.pattern}"
+                )
+        return tuple(values)
+
+    def table(self, key: str) -> _Reader:
+        return _Reader(self.get(key, dict, {}), [*self.path, key], self.loader)
+
+    def tables(self, key: str) -> list[_Reader]:
+        values: list[Any] = self.get(key, list, [])
+        out = []
+        for i, value in enumerate(values):
+            if not isinstance(value, dict):
+                raise self.loader.error([*self.path, key, i], "expected a table")
+            out.append(_Reader(value, [*self.path, key, i], self.loader))
+        return out
+
+    def when(self, key: str) -> datetime | None:
+        value = self.get(key, datetime, None)
+        if value is not None and value.tzinfo is None:
+            raise self.fail(key, "needs a time zone offset (e.g. 2026-01-01T00:00:00+08:00)")
+        return value
+
+
+class _Loader:
+    def __init__(self, text: str, source: Path) -> None:
+        self.text, self.source = text, source
+
+    def error(self, path: Sequence[PathPart], message: str) -> ConfigError:
+        line = locate(self.text, path)
+        where = f"{self.source.name}:{line}" if line else self.source.name
+        return ConfigError(f"{where}: {format_path(path) or '<top>'}: {message}")
+
+    def load(self, self_id: str | None) -> Config:
+        try:
+            raw = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.source.name}: not valid TOML: {exc}") from exc
+        top = _Reader(raw, [], self)
+        me = top.table("self")
+        chosen = self_id or me.string("id")
+        gateways = self._gateways(top)
+        if chosen not in gateways:
+            raise me.fail("id", f"{chosen!r} is not one of the [[gateways]]")
+        partners = self._partners(top, gateways)
+        items = self._items(top)
+        alliances = self._alliances(top, items)
+        key_path = me.string("private_key").replace("{id}", chosen)
+        key_id = me.string("key_id")
+        if not any(k.kid == f"{chosen}#{key_id}" for k in gateways[chosen].keys):
+            raise me.fail("key_id", f"{chosen}#{key_id} is not among gateways {chosen!r} keys")
+        path = (self.source.parent / key_path).resolve()
+        try:
+            signing_key = load_private_key(path.read_bytes(), kid=f"{chosen}#{key_id}")
+        except (OSError, ValueError) as exc:
+            raise me.fail("private_key", f"cannot load {path}: {exc}") from exc
+        public = next(k for k in gateways[chosen].keys if k.kid == signing_key.kid)
+        if public.raw_public != signing_key.raw_public:
+            raise me.fail("private_key", f"{path} does not match public key {signing_key.kid}")
+        lim = top.table("limits")
+        limits = Limits(
+            max_hops=lim.get("max_hops", int, Limits.max_hops),
+            clock_skew_s=lim.get("clock_skew_s", int, Limits.clock_skew_s),
+            max_token_ttl_s=lim.get("max_token_ttl_s", int, Limits.max_token_ttl_s),
+            max_message_bytes=lim.get("max_message_bytes", int, Limits.max_message_bytes),
+        )
+        data_dir = (self.source.parent / me.string("data_dir", "var/{id}")
+                    .replace("{id}", chosen)).resolve()
+        return Config(
+            self_id=chosen, signing_key=signing_key, gateways=gateways, partners=partners,
+            alliances=alliances, items=items, limits=limits, data_dir=data_dir,
+            source=self.source,
+        )
+
+    def _keys(self, owner: _Reader, owner_id: str) -> tuple[PublicKey, ...]:
+        keys = []
+        for entry in owner.tables("keys"):
+            key_id = entry.string("id", pattern=re.compile(r"^[A-Za-z0-9_.\-]{1,32}$"))
+            jwk = entry.get("jwk", dict)
+            try:
+                keys.append(public_key_from_jwk(
+                    jwk, kid=f"{owner_id}#{key_id}",
+                    not_before=entry.when("not_before"), not_after=entry.when("not_after"),
+                ))
+            except ValueError as exc:
+                raise entry.fail("jwk", str(exc)) from exc
+        if not keys:
+            raise owner.fail("keys", "at least one public key is required")
+        return tuple(keys)
+
+    def _gateways(self, top: _Reader) -> dict[str, Gateway]:
+        out: dict[str, Gateway] = {}
+        entries = top.tables("gateways")
+        for entry in entries:
+            gid = entry.string("id", pattern=PARTY_ID)
+            if gid in out:
+                raise entry.fail("id", f"duplicate gateway id {gid!r}")
+            out[gid] = Gateway(
+                id=gid, name=entry.string("name"),
+                prefixes=entry.strings("prefixes", PREFIX),
+                keys=self._keys(entry, gid), grpc=entry.string("grpc"),
+                http=entry.string("http"), links=entry.strings("links", PARTY_ID),
+            )
+        for entry in entries:
+            for i, link in enumerate(out[entry.string("id")].links):
+                if link not in out:
+                    raise self.error([*entry.path, "links", i], f"unknown gateway {link!r}")
+        if not out:
+            raise top.fail("gateways", "at least one [[gateways]] entry is required")
+        return out
+
+    def _partners(self, top: _Reader, gateways: Mapping[str, Gateway]) -> dict[str, Partner]:
+        out: dict[str, Partner] = {}
+        for entry in top.tables("partners"):
+            pid = entry.string("id", pattern=PARTY_ID)
+            if pid in out or pid in gateways:
+                raise entry.fail("id", f"duplicate id {pid!r}")
+            gateway = entry.string("gateway")
+            if gateway not in gateways:
+                raise entry.fail("gateway", f"unknown gateway {gateway!r}")
+            prefixes = entry.strings("prefixes", PREFIX)
+            if not prefixes:
+                raise entry.fail("prefixes", "a partner serves at least one division prefix")
+            out[pid] = Partner(
+                id=pid, name=entry.string("name"), prefixes=prefixes,
+                keys=self._keys(entry, pid), gateway=gateway,
+                adapter=entry.string("adapter", "embedded"),
+                settings=dict(entry.get("settings", dict, {})),
+            )
+        return out
+
+    def _items(self, top: _Reader) -> dict[str, Item]:
+        out: dict[str, Item] = {}
+        for entry in top.tables("items"):
+            code = entry.string("code", pattern=ITEM_CODE)
+            if code in out:
+                raise entry.fail("code", f"duplicate item {code!r}")
+            mode = entry.string("mode")
+            if mode not in MODES:
+                raise entry.fail("mode", f"{mode!r} is not one of {', '.join(MODES)}")
+            days = entry.get("time_limit_days", int)
+            if not 0 < days <= 365:
+                raise entry.fail("time_limit_days", "must be 1..365 working days")
+            out[code] = Item(
+                code=code, name=entry.string("name"), mode=mode,
+                required_materials=entry.strings("required_materials"),
+                time_limit_days=days, cross_province=entry.get("cross_province", bool, False),
+            )
+        return out
+
+    def _alliances(self, top: _Reader, items: Mapping[str, Item]) -> dict[str, Alliance]:
+        out: dict[str, Alliance] = {}
+        for entry in top.tables("alliances"):
+            aid = entry.string("id", pattern=ITEM_CODE)
+            listed = entry.strings("items")
+            for i, code in enumerate(listed):
+                if code not in items:
+                    raise self.error([*entry.path, "items", i], f"unknown item {code!r}")
+            members = entry.strings("members", PREFIX)
+            if len(members) < 2:
+                raise entry.fail("members", "an alliance needs at least two members")
+            out[aid] = Alliance(id=aid, name=entry.string("name"), members=members,
+                                items=frozenset(listed))
+        return out
+
+
+def load_config(path: Path | str, *, self_id: str | None = None, text: str | None = None) -> Config:
+    """Load and validate partners.toml; raise ConfigError with a one-line message."""
+    source = Path(path)
+    if text is None:
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+    return _Loader(text, source).load(self_id)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,74 @@
+"""A platform's side of the Gateway service: signed calls, signed answers checked.
+
+What a regional platform written in Python would use; the demo and the tests use it too.
+Platforms in other languages follow docs/signing.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from gateway.client import SignedChannel
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.signing import HEADER, PublicKey, SigningKey, Verifier, sign
+from gateway.types import Clock, SystemClock
+
+M = TypeVar("M", bound=Message)
+SERVICE = "/tongban.v1.Gateway/"
+
+
+class PartnerClient:
+    def __init__(self, address: str, *, partner_id: str, gateway_id: str, key: SigningKey,
+                 gateway_keys: Sequence[PublicKey], clock: Clock | None = None) -> None:
+        self.partner_id, self.gateway_id, self._key = partner_id, gateway_id, key
+        self._clock = clock or SystemClock()
+        verifier = Verifier(audience=partner_id,
+                            keys_for=lambda i: gateway_keys if i == gateway_id else ())
+        self._channel = SignedChannel(address, issuer=partner_id, audience=gateway_id,
+                                      signing_key=key, verifier=verifier, clock=self._clock)
+        self._stream_channel = grpc.aio.insecure_channel(address)
+
+    async def close(self) -> None:
+        await self._channel.close()
+        await self._stream_channel.close()
+
+    async def _call(self, name: str, request: Message, answer: type[M]) -> M:
+        raw = await self._channel.call(SERVICE + name, request.SerializeToString())
+        return answer.FromString(raw)
+
+    async def submit(self, **fields: Any) -> gw.SubmitCaseResponse:
+        return await self._call("SubmitCase", gw.SubmitCaseRequest(**fields),
+                                gw.SubmitCaseResponse)
+
+    async def get(self, case_id: str) -> pb.Case:
+        return (await self._call("GetCase", gw.GetCaseRequest(case_id=case_id),
+                                 gw.GetCaseResponse)).case
+
+    async def update(self, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
+        return await self._call("UpdateCase", gw.UpdateCaseRequest(update=update),
+                                gw.UpdateCaseResponse)
+
+    async def cancel(self, case_id: str, reason: str) -> pb.Case:
+        return (await self._call("CancelCase", gw.CancelCaseRequest(case_id=case_id,
+                                                                   reason=reason),
+                                 gw.CancelCaseResponse)).case
+
+    async def items(self, alliance: str = "") -> list[pb.Item]:
+        return list((await self._call("ListItems", gw.ListItemsRequest(alliance=alliance),
+                                      gw.ListItemsResponse)).items)
+
+    async def watch(self, case_id: str) -> AsyncIterator[pb.Case]:
+        body = gw.WatchCaseRequest(case_id=case_id).SerializeToString()
+        method = SERVICE + "WatchCase"
+        token, _ = sign(self._key, iss=self.partner_id, aud=self.gateway_id, method=method,
+                        body=body, now=self._clock.now())
+        stream = self._stream_channel.unary_stream(
+            method, response_deserializer=gw.WatchCaseResponse.FromString)
+        call = stream(body, metadata=((HEADER, token),))
+        async for answer in call:
+            yield answer.case

@@ -1,0 +1,136 @@
+"""Division codes, scopes and alliances → a Route (DESIGN §5). No I/O.
+
+The federation file is a link-state database: every gateway knows every partner's
+prefixes and which gateway it is attached to, and which gateways link to which. The
+destination is the longest prefix match over partners (and over prefixes a gateway
+announces for platforms not listed); the next hop is the first step of a shortest path
+over gateway links. Hop counts and the path carried in ForwardCase keep it loop-free
+even when gateways disagree about the file.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.config import Alliance, Config, Item
+from gateway.divisions import province_of
+from gateway.errors import NotFound, PermissionDenied, Unavailable
+
+
+class Scope(Enum):
+    INTRA_PROVINCE = "intra_province"
+    CROSS_PROVINCE = "cross_province"
+    METRO_CIRCLE = "metro_circle"
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    prefix: str
+    gateway: str  # the gateway the destination is attached to
+    partner: str | None  # None: a prefix a gateway announces for unlisted platforms
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a case for `division` goes: a local partner, or the next gateway on the path."""
+
+    division: str
+    destination: Destination
+    next_hop: str | None  # None when the destination is attached to this gateway
+
+    @property
+    def local(self) -> bool:
+        return self.next_hop is None
+
+
+class RouteTable:
+    """Longest-prefix routing over partners and gateway announcements, built once per config."""
+
+    def __init__(self, self_id: str, destinations: Iterable[Destination],
+                 links: Mapping[str, Iterable[str]]) -> None:
+        self.self_id = self_id
+        self._by_prefix: dict[str, Destination] = {}
+        for dest in destinations:
+            known = self._by_prefix.get(dest.prefix)
+            # a listed partner beats a gateway's blanket announcement of the same prefix
+            if known is None or (known.partner is None and dest.partner is not None):
+                self._by_prefix[dest.prefix] = dest
+        self._next_hop = _first_hops(self_id, {k: tuple(v) for k, v in links.items()})
+
+    @classmethod
+    def from_config(cls, config: Config) -> RouteTable:
+        dests = [Destination(p, partner.gateway, partner.id)
+                 for partner in config.partners.values() for p in partner.prefixes]
+        dests += [Destination(p, gw.id, None) for gw in config.gateways.values() for p in gw.prefixes]
+        return cls(config.self_id, dests, {g.id: g.links for g in config.gateways.values()})
+
+    def lookup(self, division: str) -> Destination | None:
+        for length in range(len(division), 0, -1):
+            dest = self._by_prefix.get(division[:length])
+            if dest is not None:
+                return dest
+        return None
+
+    def route(self, division: str, *, field: str = "target_division") -> Route:
+        dest = self.lookup(division)
+        if dest is None:
+            raise NotFound(f"no partner or gateway serves division {division}", field=field)
+        if dest.gateway == self.self_id:
+            if dest.partner is None:
+                raise NotFound(f"this gateway announces {dest.prefix} but no partner here "
+                               f"serves {division}", field=field)
+            return Route(division=division, destination=dest, next_hop=None)
+        hop = self._next_hop.get(dest.gateway)
+        if hop is None:
+            raise Unavailable(f"gateway {dest.gateway} serves {division} but no link path "
+                              f"reaches it from {self.self_id}")
+        return Route(division=division, destination=dest, next_hop=hop)
+
+    def next_hop_to(self, gateway: str) -> str | None:
+        return None if gateway == self.self_id else self._next_hop.get(gateway)
+
+
+def _first_hops(origin: str, links: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    """BFS over gateway links (both directions must list each other to count)."""
+    first: dict[str, str] = {}
+    queue: deque[tuple[str, str | None]] = deque([(origin, None)])
+    seen = {origin}
+    while queue:
+        node, via = queue.popleft()
+        for nxt in sorted(links.get(node, ())):
+            if nxt in seen or node not in links.get(nxt, ()):
+                continue
+            seen.add(nxt)
+            first[nxt] = via or nxt
+            queue.append((nxt, via or nxt))
+    return first
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    scope: Scope
+    alliance: str = ""
+
+
+def admit(origin: str, target: str, item: Item, alliances: Iterable[Alliance]) -> Admission:
+    """Decide the scope a case may cross under, or refuse it (PERMISSION_DENIED).
+
+    Same province (first two digits) → intra_province. Across provinces: metro_circle
+    when both ends belong to one alliance that lists the item, else cross_province when
+    the item is on the national 跨省通办 list; otherwise the case may not cross.
+    """
+    if province_of(origin) == province_of(target):
+        return Admission(Scope.INTRA_PROVINCE)
+    for alliance in sorted(alliances, key=lambda a: a.id):
+        if alliance.covers(origin) and alliance.covers(target) and item.code in alliance.items:
+            return Admission(Scope.METRO_CIRCLE, alliance.id)
+    if item.cross_province:
+        return Admission(Scope.CROSS_PROVINCE)
+    shared = [a.id for a in alliances if a.covers(origin) and a.covers(target)]
+    why = (f"alliance {', '.join(shared)} does not list it" if shared
+           else f"{origin} and {target} share no alliance that lists it")
+    raise PermissionDenied(f"item {item.code} is not on the 跨省通办 list and {why}",
+                           field="item_code")

@@ -1,0 +1,132 @@
+"""grpc.aio servicer: thin glue from signed wire bytes to the engine.
+
+Handlers take the raw request bytes (no deserializer) so the signature is verified over
+exactly what arrived, then parse once; responses are serialized once, signed, and sent
+as those bytes. GatewayErrors become statuses with google.rpc details here and only here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.engine import Engine
+from gateway.errors import GatewayError, InvalidArgument
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.signing import HEADER, Claims, SigningKey, Verifier, body_digest, sign
+from gateway.types import Clock
+
+log = logging.getLogger("tongban.server")
+SERVICE = "tongban.v1.Gateway"
+Handler = Callable[[str, Any, bytes], Awaitable[Message]]
+
+
+def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
+    """google.rpc.Status with ErrorInfo (reason) and, for a field, BadRequest."""
+    status = status_pb2.Status(code=error.code.value[0], message=error.details())
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain)
+    status.details.add().Pack(info)
+    if error.field:
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(field=error.field, description=error.message)
+        status.details.add().Pack(bad)
+    return status
+
+
+class GatewayServicer:
+    def __init__(self, engine: Engine, verifier: Verifier, key: SigningKey, clock: Clock) -> None:
+        self.engine, self.verifier, self.key, self.clock = engine, verifier, key, clock
+        self.self_id = engine.config.self_id
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        unary: dict[str, tuple[type[Message], Handler]] = {
+            "SubmitCase": (gw.SubmitCaseRequest, self._submit),
+            "ForwardCase": (gw.ForwardCaseRequest, self._forward),
+            "GetCase": (gw.GetCaseRequest, self._get),
+            "UpdateCase": (gw.UpdateCaseRequest, self._update),
+            "CancelCase": (gw.CancelCaseRequest, self._cancel),
+            "ListItems": (gw.ListItemsRequest, self._items),
+        }
+        handlers: dict[str, grpc.RpcMethodHandler] = {
+            name: grpc.unary_unary_rpc_method_handler(self._unary(name, cls, fn))
+            for name, (cls, fn) in unary.items()
+        }
+        handlers["WatchCase"] = grpc.unary_stream_rpc_method_handler(
+            self._watch, response_serializer=lambda m: m.SerializeToString())
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    def _verify(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
+                body: bytes) -> Claims:
+        token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
+                     None)
+        return self.verifier.verify_request(token, method=method, body=body,
+                                            now=self.clock.now())
+
+    @staticmethod
+    def _parse(cls: type[Message], body: bytes) -> Any:
+        try:
+            return cls.FromString(body)
+        except DecodeError as exc:
+            raise InvalidArgument(f"not a valid {cls.DESCRIPTOR.full_name}: {exc}") from None
+
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
+                     method: str) -> None:
+        if not isinstance(exc, GatewayError):
+            log.exception("bug while serving %s", method, exc_info=exc)
+            exc = GatewayError("internal error (logged at the gateway)")
+        await context.abort_with_status(rpc_status.to_status(to_status(exc, self.self_id)))
+
+    def _unary(self, name: str, cls: type[Message],
+               fn: Handler) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]],
+                                        Awaitable[bytes]]:
+        method = f"/{SERVICE}/{name}"
+
+        async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            try:
+                claims = self._verify(context, method, body)
+                response = await fn(claims.iss, self._parse(cls, body), body)
+                out = response.SerializeToString()
+                answer, _ = sign(self.key, iss=self.self_id, aud=claims.iss, method=method,
+                                 body=out, now=self.clock.now(), request=claims)
+                context.set_trailing_metadata(((HEADER, answer),))
+                return out
+            except Exception as exc:  # noqa: BLE001 - translated to a status in one place
+                await self._abort(context, exc, method)
+                raise  # abort raises; this line is never reached
+
+        return handle
+
+    async def _submit(self, caller: str, req: gw.SubmitCaseRequest, body: bytes) -> Message:
+        return await self.engine.submit(caller, req, body_digest(body))
+
+    async def _forward(self, caller: str, req: gw.ForwardCaseRequest, body: bytes) -> Message:
+        return await self.engine.forward(caller, req)
+
+    async def _get(self, caller: str, req: gw.GetCaseRequest, body: bytes) -> Message:
+        return gw.GetCaseResponse(case=await self.engine.get(caller, req.case_id))
+
+    async def _update(self, caller: str, req: gw.UpdateCaseRequest, body: bytes) -> Message:
+        return await self.engine.update(caller, req.update)
+
+    async def _cancel(self, caller: str, req: gw.CancelCaseRequest, body: bytes) -> Message:
+        return await self.engine.cancel(caller, req)
+
+    async def _items(self, caller: str, req: gw.ListItemsRequest, body: bytes) -> Message:
+        return self.engine.list_items(req.alliance)
+
+    async def _watch(self, body: bytes,
+                     context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+        method = f"/{SERVICE}/WatchCase"
+        try:
+            claims = self._verify(context, method, body)
+            req = self._parse(gw.WatchCaseRequest, body)
+            async for case in self.engine.watch(claims.iss, req.case_id):
+                yield gw.WatchCaseResponse(case=case)
+        except Exception as exc:  # noqa: BLE001
+            await self._abort(context, exc, method)

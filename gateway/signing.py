@@ -1,0 +1,296 @@
+"""JWS request/response signing as in docs/signing.md (DESIGN §4). No I/O.
+
+A call is signed by a compact JWS in metadata ``x-tongban-signature`` whose ``bdg``
+claim is the SHA-256 of the exact message bytes on the wire, so the receiver verifies
+what it received, never a re-serialisation. Key objects are parsed once at load time;
+claim checks use the caller's clock so tests can move time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import json
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from gateway.errors import Unauthenticated
+
+HEADER = "x-tongban-signature"
+TYP = "tongban+jwt"
+ALGORITHMS = ("EdDSA", "ES256")
+_JWS = jwt.PyJWS(algorithms=list(ALGORITHMS))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def body_digest(body: bytes) -> str:
+    """bdg: base64url (no padding) of SHA-256 over the exact message bytes."""
+    return b64url(hashlib.sha256(body).digest())
+
+
+PublicKeyObject = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKeyObject = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublicKey:
+    """One verification key of a party, with its validity window."""
+
+    kid: str  # "<party-id>#<key-id>"
+    alg: str
+    key: PublicKeyObject = field(repr=False, compare=False)
+    raw_public: bytes = field(repr=False)
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    @property
+    def owner(self) -> str:
+        return self.kid.split("#", 1)[0]
+
+    def valid_at(self, t: float) -> bool:
+        if self.not_before is not None and t < self.not_before.timestamp():
+            return False
+        return not (self.not_after is not None and t > self.not_after.timestamp())
+
+    def jwk(self) -> dict[str, str]:
+        """The public JWK (RFC 7517) served at /.well-known/jwks.json."""
+        out = {"kid": self.kid, "alg": self.alg, "use": "sig"}
+        if self.alg == "EdDSA":
+            out |= {"kty": "OKP", "crv": "Ed25519", "x": b64url(self.raw_public)}
+        else:
+            numbers = self.key.public_numbers()  # type: ignore[union-attr]
+            out |= {"kty": "EC", "crv": "P-256", "x": b64url(numbers.x.to_bytes(32, "big")),
+                    "y": b64url(numbers.y.to_bytes(32, "big"))}
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigningKey:
+    """This gateway's private key and its kid."""
+
+    kid: str
+    alg: str
+    key: PrivateKeyObject = field(repr=False, compare=False)
+    raw_public: bytes = field(repr=False)
+
+
+def _raw_public(key: PublicKeyObject) -> bytes:
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes(serialization.Encoding.X962,
+                            serialization.PublicFormat.UncompressedPoint)
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any], *, kid: str, not_before: datetime | None = None,
+                        not_after: datetime | None = None) -> PublicKey:
+    """Parse an OKP/Ed25519 or EC/P-256 JWK; raise ValueError saying what is wrong."""
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    try:
+        if kty == "OKP" and crv == "Ed25519":
+            raw = b64url_decode(str(jwk["x"]))
+            key: PublicKeyObject = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            alg = "EdDSA"
+        elif kty == "EC" and crv == "P-256":
+            x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
+            y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
+            key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+            alg = "ES256"
+        else:
+            raise ValueError(f"unsupported key type {kty}/{crv} (use OKP/Ed25519 or EC/P-256)")
+    except (KeyError, ValueError, TypeError) as exc:
+        if isinstance(exc, ValueError) and "unsupported" in str(exc):
+            raise
+        raise ValueError(f"not a valid {kty}/{crv} public key: {exc}") from exc
+    if not_before and not_after and not_after <= not_before:
+        raise ValueError("not_after must be later than not_before")
+    return PublicKey(kid=kid, alg=alg, key=key, raw_public=_raw_public(key),
+                     not_before=not_before, not_after=not_after)
+
+
+def load_private_key(pem: bytes, *, kid: str) -> SigningKey:
+    """Load a PEM (PKCS#8) Ed25519 or P-256 private key."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return SigningKey(kid=kid, alg="EdDSA", key=key, raw_public=_raw_public(key.public_key()))
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return SigningKey(kid=kid, alg="ES256", key=key, raw_public=_raw_public(key.public_key()))
+    raise ValueError("only Ed25519 and P-256 private keys are supported")
+
+
+def generate_private_key(alg: str = "EdDSA") -> tuple[bytes, dict[str, str]]:
+    """A new private key as PEM, and its public JWK (without kid)."""
+    key: PrivateKeyObject = (ed25519.Ed25519PrivateKey.generate() if alg == "EdDSA"
+                             else ec.generate_private_key(ec.SECP256R1()))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    public = load_private_key(pem, kid="x#x")
+    jwk = PublicKey(kid="x#x", alg=public.alg, key=key.public_key(),
+                    raw_public=public.raw_public).jwk()
+    return pem, {k: v for k, v in jwk.items() if k not in ("kid", "use")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claims:
+    """The verified claims of a request or response signature."""
+
+    iss: str
+    aud: str
+    iat: int
+    exp: int
+    jti: str
+    mth: str
+    bdg: str
+    rti: str = ""
+    rdg: str = ""
+    kid: str = ""
+
+
+def sign(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: float,
+         ttl: int = 120, request: Claims | None = None) -> tuple[str, Claims]:
+    """A compact JWS over body for method, and its claims; with request, a response bound to it."""
+    iat = int(now)
+    claims = Claims(iss=iss, aud=aud, iat=iat, exp=iat + ttl,
+                    jti=b64url(secrets.token_bytes(16)), mth=method, bdg=body_digest(body),
+                    rti=request.jti if request else "", rdg=request.bdg if request else "",
+                    kid=key.kid)
+    data: dict[str, Any] = {"iss": iss, "aud": aud, "iat": iat, "exp": claims.exp,
+                            "jti": claims.jti, "mth": method, "bdg": claims.bdg}
+    if request is not None:
+        data |= {"rti": claims.rti, "rdg": claims.rdg}
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    token = _JWS.encode(payload, key.key, algorithm=key.alg,  # type: ignore[arg-type]
+                        headers={"kid": key.kid, "typ": TYP})
+    return token, claims
+
+
+class ReplayCache:
+    """Remembers each jti until its token expires; a second sighting is a replay.
+
+    In-process: several gateway processes sharing one deployment need the store-backed
+    cache (see docs/signing.md).
+    """
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self._seen: dict[str, int] = {}
+        self._expiry: list[tuple[int, str]] = []
+        self._max = max_entries
+
+    def check_and_add(self, jti: str, exp: int, now: float) -> bool:
+        """True if jti is fresh (and now remembered), False if seen before."""
+        while self._expiry and self._expiry[0][0] < now - 1:
+            _, old = heapq.heappop(self._expiry)
+            self._seen.pop(old, None)
+        if jti in self._seen:
+            return False
+        if len(self._seen) >= self._max:
+            raise Unauthenticated("replay cache full; retry shortly")
+        self._seen[jti] = exp
+        heapq.heappush(self._expiry, (exp, jti))
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+KeyLookup = Callable[[str], Sequence[PublicKey]]
+
+
+@dataclass(kw_only=True)
+class Verifier:
+    """Checks signatures over received bytes: kid, alg, aud, time window, jti replay."""
+
+    audience: str
+    keys_for: KeyLookup  # party id -> its keys (empty when unknown)
+    skew_s: int = 60
+    max_ttl_s: int = 300
+    replay: ReplayCache = field(default_factory=ReplayCache)
+
+    def _decode(self, token: str | None, now: float) -> tuple[dict[str, Any], str]:
+        if not token:
+            raise Unauthenticated(f"missing {HEADER} metadata")
+        try:
+            header = _JWS.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"malformed signature: {exc}") from exc
+        kid = header.get("kid")
+        if header.get("typ") != TYP or not isinstance(kid, str) or "#" not in kid:
+            raise Unauthenticated(f'signature header needs typ "{TYP}" and kid "<id>#<key-id>"')
+        owner = kid.split("#", 1)[0]
+        key = next((k for k in self.keys_for(owner) if k.kid == kid), None)
+        if key is None:
+            raise Unauthenticated(f"unknown key {kid}")
+        if header.get("alg") != key.alg:
+            raise Unauthenticated(f"key {kid} signs with {key.alg}, not {header.get('alg')}")
+        try:
+            payload = _JWS.decode(token, key.key, algorithms=[key.alg])  # type: ignore[arg-type]
+            claims = json.loads(payload)
+        except (jwt.InvalidTokenError, ValueError) as exc:
+            raise Unauthenticated(f"bad signature for {kid}: {exc}") from exc
+        if not isinstance(claims, dict):
+            raise Unauthenticated("claims must be a JSON object")
+        if claims.get("iss") != owner:
+            raise Unauthenticated(f"iss {claims.get('iss')!r} does not own key {kid}")
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or not isinstance(exp, int):
+            raise Unauthenticated("iat and exp must be integers (seconds)")
+        if not key.valid_at(iat):
+            raise Unauthenticated(f"key {kid} is not valid at iat {iat}")
+        if iat > now + self.skew_s:
+            raise Unauthenticated(f"iat is {iat - int(now)} s in the future (skew {self.skew_s} s)")
+        if exp < now - self.skew_s:
+            raise Unauthenticated("signature expired")
+        if not 0 < exp - iat <= self.max_ttl_s:
+            raise Unauthenticated(f"exp - iat must be 1..{self.max_ttl_s} s")
+        for name in ("aud", "jti", "mth", "bdg"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise Unauthenticated(f"claim {name} is required")
+        if len(b64url_decode(claims["jti"])) < 16:
+            raise Unauthenticated("jti needs at least 128 random bits")
+        return claims, kid
+
+    def _check(self, claims: dict[str, Any], method: str, body: bytes) -> None:
+        if claims["aud"] != self.audience:
+            raise Unauthenticated(f"aud {claims['aud']!r} is not this gateway ({self.audience})")
+        if claims["mth"] != method:
+            raise Unauthenticated(f"signature is for {claims['mth']}, not {method}")
+        if claims["bdg"] != body_digest(body):
+            raise Unauthenticated("bdg does not match the message bytes")
+
+    def verify_request(self, token: str | None, *, method: str, body: bytes, now: float) -> Claims:
+        claims, kid = self._decode(token, now)
+        self._check(claims, method, body)
+        if not self.replay.check_and_add(claims["jti"], claims["exp"], now):
+            raise Unauthenticated(f"replayed jti {claims['jti']}")
+        return _claims(claims, kid)
+
+    def verify_response(self, token: str | None, *, peer: str, method: str, body: bytes,
+                        request: Claims, now: float) -> Claims:
+        """Check a response signature from peer, bound to the request we sent."""
+        claims, kid = self._decode(token, now)
+        self._check(claims, method, body)
+        if claims["iss"] != peer:
+            raise Unauthenticated(f"response signed by {claims['iss']}, expected {peer}")
+        if claims.get("rti") != request.jti or claims.get("rdg") != request.bdg:
+            raise Unauthenticated("response is not bound to this request (rti/rdg)")
+        return _claims(claims, kid)
+
+
+def _claims(c: dict[str, Any], kid: str) -> Claims:
+    return Claims(iss=c["iss"], aud=c["aud"], iat=c["iat"], exp=c["exp"], jti=c["jti"],
+                  mth=c["mth"], bdg=c["bdg"], rti=c.get("rti", ""), rdg=c.get("rdg", ""),
+                  kid=kid)

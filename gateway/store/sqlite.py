@@ -1,0 +1,254 @@
+"""SQLite store (WAL) with group commit.
+
+Every operation is a function run on the store's one thread inside a shared
+transaction: the writer takes whatever operations are waiting, runs each under its own
+SAVEPOINT (a failing one rolls back alone), commits once, and only then answers their
+callers. One thread hand-off and one fsync serve a whole batch, which is what lets
+persist-before-acknowledge keep up with the network (DESIGN §11: one commit per row tops
+out near 4,500 rows/s; batches reach 170k rows/s). aiosqlite hands off per statement and
+cannot run a transaction as one unit, so the gateway's store drives sqlite3 directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import GatewayError
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.store.base import CaseRecord, Mutation, NewOutbox, OutboxEntry
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+  case_id TEXT PRIMARY KEY,
+  origin_partner TEXT NOT NULL,
+  case_number TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  upstream TEXT NOT NULL,
+  downstream TEXT NOT NULL,
+  request_digest TEXT NOT NULL,
+  record BLOB NOT NULL,
+  UNIQUE (origin_partner, case_number)
+);
+CREATE TABLE IF NOT EXISTS applied_updates (
+  case_id TEXT NOT NULL,
+  update_id TEXT NOT NULL,
+  PRIMARY KEY (case_id, update_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  destination TEXT NOT NULL,
+  case_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  payload BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at REAL NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id, id);
+"""
+
+
+class SqliteStore:
+    """The embedded default store. ``path`` may be ":memory:" for throwaway runs."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self._path = str(path)
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._connect)
+        self._writer = asyncio.create_task(self._write_loop(), name="tongban-store-writer")
+
+    def _connect(self) -> None:
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        for _, fut in self._pending:
+            if not fut.done():
+                fut.set_exception(GatewayError("store closed"))
+        self._pending.clear()
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # -- group commit ----------------------------------------------------------------
+    async def _run(self, op: Op) -> Any:
+        if self._writer is None:
+            raise GatewayError("store is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        self._wake.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._apply,
+                                                     [op for op, _ in batch])
+            except Exception as exc:  # the commit itself failed: nobody's change is durable
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _apply(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        out: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:  # noqa: BLE001 - handed to that op's caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    out.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    out.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    # -- operations ------------------------------------------------------------------
+    async def create_case(self, record: CaseRecord,
+                          outbox: Sequence[NewOutbox]) -> tuple[CaseRecord, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
+            case = record.case
+            row = conn.execute(
+                "SELECT upstream, downstream, request_digest, record FROM cases WHERE case_id=? "
+                "OR (origin_partner=? AND case_number=?)",
+                (case.case_id, case.origin_partner, case.case_number)).fetchone()
+            if row is not None:
+                return _record(row), True
+            conn.execute(
+                "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?)",
+                (case.case_id, case.origin_partner, case.case_number, case.state,
+                 record.upstream, record.downstream, record.request_digest,
+                 case.SerializeToString()))
+            _insert_outbox(conn, outbox)
+            return record, False
+
+        result: tuple[CaseRecord, bool] = await self._run(op)
+        return result
+
+    async def get_case(self, case_id: str) -> CaseRecord | None:
+        def op(conn: sqlite3.Connection) -> CaseRecord | None:
+            row = conn.execute("SELECT upstream, downstream, request_digest, record FROM cases "
+                               "WHERE case_id=?", (case_id,)).fetchone()
+            return None if row is None else _record(row)
+
+        result: CaseRecord | None = await self._run(op)
+        return result
+
+    async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
+                          done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | None:
+            row = conn.execute("SELECT upstream, downstream, request_digest, record FROM cases "
+                               "WHERE case_id=?", (case_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            if done_outbox is not None:
+                conn.execute("DELETE FROM outbox WHERE id=?", (done_outbox,))
+            fresh = conn.execute("INSERT OR IGNORE INTO applied_updates VALUES (?,?)",
+                                 (case_id, update_id)).rowcount
+            if not fresh:
+                return record, True
+            outbox = mutate(record)
+            conn.execute("UPDATE cases SET state=?, record=? WHERE case_id=?",
+                         (record.case.state, record.case.SerializeToString(), case_id))
+            _insert_outbox(conn, outbox)
+            return record, False
+
+        result: tuple[CaseRecord, bool] | None = await self._run(op)
+        if result is None:
+            from gateway.errors import NotFound
+
+            raise NotFound(f"case {case_id} not found", field="case_id")
+        return result
+
+    async def due_outbox(self, now: float, limit: int) -> list[OutboxEntry]:
+        def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                "SELECT o.id, o.destination, o.case_id, o.kind, o.payload, o.attempts "
+                "FROM outbox o WHERE o.next_at <= ? AND o.id = "
+                "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) ORDER BY o.id LIMIT ?",
+                (now, limit)).fetchall()
+            return [OutboxEntry(*row) for row in rows]
+
+        result: list[OutboxEntry] = await self._run(op)
+        return result
+
+    async def finish_outbox(self, entry_id: int) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)))
+
+    async def retry_outbox(self, entry_id: int, next_at: float, error: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE id=?",
+            (next_at, error[:500], entry_id)))
+
+    async def count_outbox(self) -> int:
+        result: int = await self._run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return result
+
+
+def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
+    case = pb.Case()
+    case.ParseFromString(row[3])
+    return CaseRecord(case=case, upstream=row[0], downstream=row[1], request_digest=row[2])
+
+
+def _insert_outbox(conn: sqlite3.Connection, outbox: Sequence[NewOutbox]) -> None:
+    if outbox:
+        conn.executemany(
+            "INSERT INTO outbox (destination, case_id, kind, payload) VALUES (?,?,?,?)",
+            [(o.destination, o.case_id, o.kind, o.payload) for o in outbox])

@@ -1,0 +1,61 @@
+"""Shared aliases and the narrow seams: clock and partner adapter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.signing import SigningKey, Verifier
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (wall time: it goes into signatures and timelines)."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+class PartnerAdapter(Protocol):
+    """How a gateway reaches a partner platform or a peer gateway.
+
+    Payloads are the exact request bytes stored in the outbox: adapters send them as
+    they are (no re-serialisation). Raise Unavailable for a retryable failure.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def deliver_case(self, payload: bytes) -> None:
+        """Hand over a case; the receiver dedups by case_id. Returns once it is durable there."""
+        ...
+
+    async def deliver_update(self, payload: bytes) -> None:
+        """Hand over a CaseUpdate; the receiver dedups by update_id."""
+        ...
+
+    async def list_items(self) -> Sequence[pb.Item]: ...
+
+
+# An in-process platform reports a change as its partner would over UpdateCase.
+Reporter = Callable[[str, pb.CaseUpdate], Awaitable[object]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterContext:
+    """What an adapter factory may use: identities, keys, clock, where to keep data."""
+
+    gateway_id: str
+    signing_key: SigningKey
+    verifier: Verifier  # checks response signatures of the parties we call
+    clock: Clock
+    data_dir: Path
+    report: Reporter

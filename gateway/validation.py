@@ -1,0 +1,88 @@
+"""Field checks on incoming messages; each failure names its field path. No I/O."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.config import Item
+from gateway.errors import InvalidArgument, NotFound
+from gateway.identifiers import check_credit_code, check_resident_id
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+
+CASE_NUMBER = re.compile(r"^[\w\-./:]{1,64}$")
+UPDATE_ID = re.compile(r"^[\w\-.:]{1,80}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MEDIA_TYPE = re.compile(r"^[\w.+\-]+/[\w.+\-]+$")
+MAX_MATERIAL_BYTES = 50 * 1024 * 1024
+MAX_FORM_FIELDS = 200
+MODE_NAMES = {"fully_online": pb.HANDLING_MODE_FULLY_ONLINE, "proxy": pb.HANDLING_MODE_PROXY,
+              "multi_site": pb.HANDLING_MODE_MULTI_SITE}
+
+
+def check_applicant(applicant: pb.Applicant, field: str) -> None:
+    if not applicant.name.strip():
+        raise InvalidArgument("is required", field=f"{field}.name")
+    id_field = f"{field}.id_number"
+    if applicant.id_type == pb.ID_TYPE_RESIDENT:
+        check_resident_id(applicant.id_number, field=id_field)
+    elif applicant.id_type == pb.ID_TYPE_USCC:
+        check_credit_code(applicant.id_number, field=id_field)
+    elif applicant.id_type in (pb.ID_TYPE_PASSPORT, pb.ID_TYPE_OTHER):
+        if not 3 <= len(applicant.id_number) <= 32:
+            raise InvalidArgument("must be 3..32 characters", field=id_field)
+    else:
+        raise InvalidArgument("is required", field=f"{field}.id_type")
+    if applicant.phone and not re.fullmatch(r"\+?[\d\- ]{5,20}", applicant.phone):
+        raise InvalidArgument("is not a phone number", field=f"{field}.phone")
+
+
+def check_materials(materials: list[pb.MaterialRef] | object, field: str) -> None:
+    for i, ref in enumerate(materials):  # type: ignore[call-overload]
+        where = f"{field}[{i}]"
+        if not ref.name.strip():
+            raise InvalidArgument("is required", field=f"{where}.name")
+        if not SHA256.match(ref.sha256):
+            raise InvalidArgument("must be 64 lowercase hex digits", field=f"{where}.sha256")
+        if not 0 < ref.size_bytes <= MAX_MATERIAL_BYTES:
+            raise InvalidArgument(f"must be 1..{MAX_MATERIAL_BYTES}", field=f"{where}.size_bytes")
+        if not MEDIA_TYPE.match(ref.media_type):
+            raise InvalidArgument("must be a media type like application/pdf",
+                                  field=f"{where}.media_type")
+
+
+def check_submit(req: gw.SubmitCaseRequest, items: dict[str, Item]) -> Item:
+    """Check a SubmitCaseRequest; return its catalogue item."""
+    if not CASE_NUMBER.match(req.case_number):
+        raise InvalidArgument("must be 1..64 letters, digits or -_./:", field="case_number")
+    if not re.fullmatch(r"\d{6}", req.target_division):
+        raise InvalidArgument("must be a 6-digit GB/T 2260 code", field="target_division")
+    if not req.item_code:
+        raise InvalidArgument("is required", field="item_code")
+    item = items.get(req.item_code)
+    if item is None:
+        raise NotFound(f"item {req.item_code} is not in the catalogue", field="item_code")
+    if req.mode not in (pb.HANDLING_MODE_UNSPECIFIED, MODE_NAMES[item.mode]):
+        raise InvalidArgument(f"item {item.code} is handled as {item.mode}", field="mode")
+    check_applicant(req.applicant, "applicant")
+    if len(req.form) > MAX_FORM_FIELDS:
+        raise InvalidArgument(f"at most {MAX_FORM_FIELDS} fields", field="form")
+    for key, value in req.form.items():
+        if not key or len(key) > 64 or len(value) > 4096:
+            raise InvalidArgument("keys are 1..64 and values up to 4096 characters",
+                                  field=f"form[{key!r}]")
+    check_materials(req.materials, "materials")
+    return item
+
+
+def check_update(update: pb.CaseUpdate) -> None:
+    if not update.case_id:
+        raise InvalidArgument("is required", field="update.case_id")
+    if not UPDATE_ID.match(update.update_id):
+        raise InvalidArgument("must be 1..80 letters, digits or -_.:", field="update.update_id")
+    if not update.state and not update.supplement and not update.note:
+        raise InvalidArgument("an update changes the state, adds a supplement or a note",
+                              field="update.state")
+    if update.state and update.state not in pb.CaseState.values():
+        raise InvalidArgument(f"unknown state {update.state}", field="update.state")
+    check_materials(update.supplement, "update.supplement")
