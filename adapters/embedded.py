@@ -115,6 +115,15 @@ class EmbeddedAdapter:
             row = await cursor.fetchone()
         return None if row is None else State(row[0])
 
+    async def wait_for(self, case_id: str, states: frozenset[State] | None = None) -> State:
+        """Until the case is here (and in one of states); for clerks' screens and tests."""
+        async with self.received:
+            while True:
+                state = await self.state_of(case_id)
+                if state is not None and (states is None or state in states):
+                    return state
+                await self.received.wait()
+
     async def transition(self, case_id: str, state: State, *, note: str = "",
                          missing: Sequence[str] = ()) -> None:
         """Move a case this platform handles and report it through the gateway."""

@@ -21,9 +21,9 @@ from gateway.errors import ConfigError
 from gateway.signing import PublicKey, SigningKey, load_private_key, public_key_from_jwk
 from gateway.tomlpath import PathPart, format_path, locate
 
-PARTY_ID = re.compile(r"^[1-8]\d{5}(-[a-z0-9]{1,16})?$")
+PARTY_ID = re.compile(r"^[1-8][0-9]{5}(-[a-z0-9]{1,16})?$")
 ITEM_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-PREFIX = re.compile(r"^\d{1,6}$")
+PREFIX = re.compile(r"^[0-9]{1,6}$")
 MODES = ("fully_online", "proxy", "multi_site")
 
 

@@ -16,7 +16,7 @@ from importlib import resources
 
 from stdnum import numdb
 
-CODE = re.compile(r"^\d{6}$")
+CODE = re.compile(r"^[0-9]{6}$")
 _YEARS = re.compile(r"^\[(\d*)-(\d*)\](.*)$")
 
 

@@ -8,18 +8,27 @@ question for gateway/routing.py (DESIGN §3).
 
 from __future__ import annotations
 
+import re
+
 from stdnum import exceptions as stdnum_errors
 from stdnum.cn import ric, uscc
 
 from gateway.errors import InvalidArgument
 
+RESIDENT_ID = re.compile(r"[0-9]{17}[0-9X]")
+# GB 32100 §4: department (1), type (2), 登记管理机关行政区划码 (3–8), 主体标识码 (9–17), check (18)
+CREDIT_CODE = re.compile(r"[1-9ANY][0-9A-Z][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}")
+
 
 def check_resident_id(number: str, *, field: str) -> str:
     """Validate a GB 11643 居民身份证号码 (length, format, birth date, ISO 7064 MOD 11-2)."""
+    if not number.isascii():
+        raise InvalidArgument("a resident id number is ASCII digits and X", field=field)
     compact = ric.compact(number)
     if len(compact) != 18:
         raise InvalidArgument("a resident id number has 18 characters", field=field)
-    if not compact[:-1].isdigit() or not (compact[-1].isdigit() or compact[-1] == "X"):
+    # ASCII only: str.isdigit() and \d also accept digits such as "𝟎" (found by hypothesis)
+    if not RESIDENT_ID.fullmatch(compact):
         raise InvalidArgument("a resident id number is 17 digits and a digit or X", field=field)
     try:
         ric.get_birth_date(compact)
@@ -31,16 +40,24 @@ def check_resident_id(number: str, *, field: str) -> str:
 
 
 def check_credit_code(number: str, *, field: str) -> str:
-    """Validate a GB 32100 统一社会信用代码 (18 characters, MOD 31 check character)."""
-    try:
-        return str(uscc.validate(number))
-    except stdnum_errors.InvalidLength:
-        raise InvalidArgument("a credit code has 18 characters", field=field) from None
-    except stdnum_errors.InvalidChecksum:
-        raise InvalidArgument("the check character of the credit code is wrong",
-                              field=field) from None
-    except stdnum_errors.ValidationError as exc:
-        raise InvalidArgument(f"not a unified social credit code: {exc}", field=field) from None
+    """Validate a GB 32100 统一社会信用代码 (18 characters, MOD 31 check character).
+
+    stdnum's ``uscc.validate`` wants digits in positions 1–8, but GB 32100 §4 lets the
+    registration department (position 1) be A, N or Y as well (e.g. 农村集体经济组织
+    codes start with N), so the format is checked here and stdnum does the arithmetic.
+    """
+    if not number.isascii():
+        raise InvalidArgument("a credit code is ASCII letters and digits", field=field)
+    code = uscc.compact(number)
+    if len(code) != 18:
+        raise InvalidArgument("a credit code has 18 characters", field=field)
+    if not CREDIT_CODE.fullmatch(code):
+        raise InvalidArgument("not a unified social credit code: GB 32100 wants a department "
+                              "code, a type, six division digits and nine code characters",
+                              field=field)
+    if code[-1] != uscc.calc_check_digit(code[:-1]):
+        raise InvalidArgument("the check character of the credit code is wrong", field=field)
+    return code
 
 
 def registering_division(id_type_resident: bool, number: str) -> str:

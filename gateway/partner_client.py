@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from gateway.client import SignedChannel
+from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, PublicKey, SigningKey, Verifier, sign
@@ -70,5 +70,8 @@ class PartnerClient:
         stream = self._stream_channel.unary_stream(
             method, response_deserializer=gw.WatchCaseResponse.FromString)
         call = stream(body, metadata=((HEADER, token),))
-        async for answer in call:
-            yield answer.case
+        try:
+            async for answer in call:
+                yield answer.case
+        except grpc.aio.AioRpcError as exc:
+            raise CallError(exc.code(), f"{self.gateway_id}: {exc.details()}") from None

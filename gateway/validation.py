@@ -10,10 +10,10 @@ from gateway.identifiers import check_credit_code, check_resident_id
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 
-CASE_NUMBER = re.compile(r"^[\w\-./:]{1,64}$")
-UPDATE_ID = re.compile(r"^[\w\-.:]{1,80}$")
+CASE_NUMBER = re.compile(r"^[A-Za-z0-9_\-./:]{1,64}$")
+UPDATE_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,80}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MEDIA_TYPE = re.compile(r"^[\w.+\-]+/[\w.+\-]+$")
+MEDIA_TYPE = re.compile(r"^[A-Za-z0-9_.+\-]+/[A-Za-z0-9_.+\-]+$")
 MAX_MATERIAL_BYTES = 50 * 1024 * 1024
 MAX_FORM_FIELDS = 200
 MODE_NAMES = {"fully_online": pb.HANDLING_MODE_FULLY_ONLINE, "proxy": pb.HANDLING_MODE_PROXY,
@@ -33,7 +33,7 @@ def check_applicant(applicant: pb.Applicant, field: str) -> None:
             raise InvalidArgument("must be 3..32 characters", field=id_field)
     else:
         raise InvalidArgument("is required", field=f"{field}.id_type")
-    if applicant.phone and not re.fullmatch(r"\+?[\d\- ]{5,20}", applicant.phone):
+    if applicant.phone and not re.fullmatch(r"\+?[0-9\- ]{5,20}", applicant.phone):
         raise InvalidArgument("is not a phone number", field=f"{field}.phone")
 
 
@@ -55,7 +55,7 @@ def check_submit(req: gw.SubmitCaseRequest, items: dict[str, Item]) -> Item:
     """Check a SubmitCaseRequest; return its catalogue item."""
     if not CASE_NUMBER.match(req.case_number):
         raise InvalidArgument("must be 1..64 letters, digits or -_./:", field="case_number")
-    if not re.fullmatch(r"\d{6}", req.target_division):
+    if not re.fullmatch(r"[0-9]{6}", req.target_division):
         raise InvalidArgument("must be a 6-digit GB/T 2260 code", field="target_division")
     if not req.item_code:
         raise InvalidArgument("is required", field="item_code")

@@ -241,6 +241,12 @@ class SqliteStore:
         return result
 
 
+    async def count_cases(self) -> int:
+        result: int = await self._run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
+        return result
+
+
 def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
     case = pb.Case()
     case.ParseFromString(row[3])

@@ -1,0 +1,177 @@
+"""Every bad request gets a precise status, a field path where one applies, and changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.signing import HEADER, SigningKey, generate_private_key, load_private_key, sign
+from tests.federation import ROOT, Federation
+
+SUBMIT = "/tongban.v1.Gateway/SubmitCase"
+CITIZEN = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X", name="张三")
+
+
+def key_of(party: str) -> SigningKey:
+    return load_private_key((ROOT / "demo-keys" / f"{party}.pem").read_bytes(), kid=f"{party}#k1")
+
+
+def request(**overrides: object) -> bytes:
+    fields: dict[str, object] = dict(case_number="BAD-1", target_division="310115",
+                                     item_code="shebao-zy", applicant=CITIZEN)
+    fields.update(overrides)
+    return gw.SubmitCaseRequest(**fields).SerializeToString()  # type: ignore[arg-type]
+
+
+async def raw_call(fed: Federation, body: bytes, token: str | None, *,
+                   method: str = SUBMIT, gateway: str = "320100-gw") -> grpc.aio.AioRpcError:
+    address = fed.apps[gateway].config.me.grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        metadata = ((HEADER, token),) if token is not None else ()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channel.unary_unary(method)(body, metadata=metadata, timeout=5)
+    return err.value
+
+
+async def expect(fed: Federation, body: bytes, token: str | None, code: grpc.StatusCode,
+                 text: str, *, method: str = SUBMIT) -> grpc.aio.AioRpcError:
+    before = await fed.apps["320100-gw"].store.count_cases()
+    err = await raw_call(fed, body, token, method=method)
+    assert err.code() is code, err.details()
+    assert text in (err.details() or ""), err.details()
+    assert await fed.apps["320100-gw"].store.count_cases() == before  # nothing changed
+    return err
+
+
+def token(body: bytes, *, party: str = "320105", key: SigningKey | None = None,
+          aud: str = "320100-gw", method: str = SUBMIT, now: float | None = None,
+          ttl: int = 120) -> str:
+    signed, _ = sign(key or key_of(party), iss=party, aud=aud, method=method, body=body,
+                     now=time.time() if now is None else now, ttl=ttl)
+    return signed
+
+
+@pytest.mark.asyncio
+async def test_signature_failures_are_unauthenticated(fed: Federation) -> None:
+    body = request()
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+    await expect(fed, body, None, unauth, "missing x-tongban-signature")
+    await expect(fed, body, "not.a.jws", unauth, "malformed")
+    await expect(fed, body, token(body, now=time.time() - 400), unauth, "expired")
+    await expect(fed, body, token(body, now=time.time() + 600), unauth, "in the future")
+    await expect(fed, body, token(body, ttl=3600), unauth, "exp - iat")
+    await expect(fed, body, token(body, aud="310000-gw"), unauth, "aud")
+    await expect(fed, body, token(body, method="/tongban.v1.Gateway/GetCase"), unauth,
+                 "signature is for")
+    await expect(fed, request(case_number="OTHER"), token(body), unauth, "bdg")
+    pem, _ = generate_private_key()
+    stranger = load_private_key(pem, kid="320105#k1")
+    await expect(fed, body, token(body, key=stranger), unauth, "bad signature")
+    rogue = load_private_key(pem, kid="320105#k9")
+    await expect(fed, body, token(body, key=rogue), unauth, "unknown key 320105#k9")
+    # a partner of another gateway is unknown here
+    await expect(fed, body, token(body, party="310115"), unauth, "unknown key 310115#k1")
+
+
+@pytest.mark.asyncio
+async def test_replayed_request_is_refused_and_changes_nothing(fed: Federation) -> None:
+    body = request(case_number="REPLAY-1")
+    signed = token(body)
+    address = fed.apps["320100-gw"].config.me.grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        first = await channel.unary_unary(SUBMIT)(body, metadata=((HEADER, signed),))
+    assert gw.SubmitCaseResponse.FromString(first).case.case_number == "REPLAY-1"
+    await expect(fed, body, signed, grpc.StatusCode.UNAUTHENTICATED, "replayed jti")
+
+
+def details(err: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [v.field for v in bad.field_violations]
+    return reason, fields
+
+
+BAD_FIELDS = [
+    (dict(case_number=""), grpc.StatusCode.INVALID_ARGUMENT, "case_number"),
+    (dict(target_division="31011"), grpc.StatusCode.INVALID_ARGUMENT, "target_division"),
+    (dict(target_division="999999"), grpc.StatusCode.NOT_FOUND, "target_division"),
+    (dict(target_division="540000"), grpc.StatusCode.NOT_FOUND, "target_division"),
+    (dict(item_code="no-such-item"), grpc.StatusCode.NOT_FOUND, "item_code"),
+    (dict(item_code="jdc-wf"), grpc.StatusCode.PERMISSION_DENIED, "item_code"),
+    (dict(mode=pb.HANDLING_MODE_FULLY_ONLINE), grpc.StatusCode.INVALID_ARGUMENT, "mode"),
+    (dict(applicant=pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="110105194912310021",
+                                 name="张三")),
+     grpc.StatusCode.INVALID_ARGUMENT, "applicant.id_number"),
+    (dict(applicant=pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491331002X",
+                                 name="张三")),
+     grpc.StatusCode.INVALID_ARGUMENT, "applicant.id_number"),
+    (dict(applicant=pb.Applicant(id_type=pb.ID_TYPE_USCC, id_number="91320105MA1MXXXX0A",
+                                 name="某公司")),
+     grpc.StatusCode.INVALID_ARGUMENT, "applicant.id_number"),
+    (dict(applicant=pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X")),
+     grpc.StatusCode.INVALID_ARGUMENT, "applicant.name"),
+    (dict(applicant=pb.Applicant(name="张三")), grpc.StatusCode.INVALID_ARGUMENT,
+     "applicant.id_type"),
+    (dict(materials=[pb.MaterialRef(name="x", sha256="XYZ", size_bytes=1,
+                                    media_type="application/pdf")]),
+     grpc.StatusCode.INVALID_ARGUMENT, "materials[0].sha256"),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("fields", "code", "path"), BAD_FIELDS)
+async def test_bad_fields_name_their_path(fed: Federation, fields: dict[str, object],
+                                          code: grpc.StatusCode, path: str) -> None:
+    body = request(**fields)
+    err = await expect(fed, body, token(body), code, path)
+    reason, violations = details(err)
+    assert violations == [path]
+    assert reason
+
+
+@pytest.mark.asyncio
+async def test_garbage_bytes_are_invalid_argument(fed: Federation) -> None:
+    body = b"\xff\xff\xff\xff"
+    await expect(fed, body, token(body), grpc.StatusCode.INVALID_ARGUMENT, "not a valid")
+
+
+@pytest.mark.asyncio
+async def test_partner_may_not_forward_and_peer_may_not_submit(fed: Federation) -> None:
+    forward = "/tongban.v1.Gateway/ForwardCase"
+    body = gw.ForwardCaseRequest(case=pb.Case(case_id="X")).SerializeToString()
+    await expect(fed, body, token(body, method=forward), grpc.StatusCode.PERMISSION_DENIED,
+                 "not a gateway linked", method=forward)
+    body = request()
+    signed = token(body, party="320000-gw")
+    await expect(fed, body, signed, grpc.StatusCode.PERMISSION_DENIED, "not a partner")
+
+
+@pytest.mark.asyncio
+async def test_forwarding_loops_and_hop_cap_are_refused(fed: Federation) -> None:
+    forward = "/tongban.v1.Gateway/ForwardCase"
+    case = pb.Case(case_id="01LOOP", case_number="L-1", origin_partner="320105",
+                   target_division="310115", state=pb.CASE_STATE_SUBMITTED)
+    # 320000-gw receives a case whose path already contains it
+    for hops, path in ((1, ["320000-gw"]), (4, ["a", "b", "c", "d"])):
+        body = gw.ForwardCaseRequest(case=case, hops=hops, path=path).SerializeToString()
+        signed, _ = sign(key_of("320100-gw"), iss="320100-gw", aud="320000-gw",
+                         method=forward, body=body, now=time.time())
+        err = await raw_call(fed, body, signed, method=forward, gateway="320000-gw")
+        assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "hops" in (err.details() or "")
+    assert await fed.apps["320000-gw"].store.count_cases() == 0

@@ -1,0 +1,90 @@
+"""GB 11643 and GB 32100 check digits, and masking (hypothesis)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from stdnum.cn import ric, uscc
+
+from gateway.errors import InvalidArgument
+from gateway.identifiers import check_credit_code, check_resident_id, mask_id, mask_phone
+
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+birth = st.dates(min_value=__import__("datetime").date(1900, 1, 1),
+                 max_value=__import__("datetime").date(2025, 12, 31))
+
+
+@st.composite
+def resident_ids(draw: st.DrawFn) -> str:
+    area = draw(st.from_regex(r"[1-6][0-9]{5}", fullmatch=True))
+    body = area + draw(birth).strftime("%Y%m%d") + draw(st.from_regex(r"[0-9]{3}", fullmatch=True))
+    return body + ric.calc_check_digit(body + "0")
+
+
+@st.composite
+def credit_codes(draw: st.DrawFn) -> str:
+    body = (draw(st.sampled_from("123456789ANY")) + draw(st.sampled_from("123459"))
+            + draw(st.from_regex(r"[0-9]{6}", fullmatch=True))
+            + draw(st.text(USCC_ALPHABET, min_size=9, max_size=9)))
+    return body + uscc.calc_check_digit(body)
+
+
+@given(resident_ids())
+def test_valid_resident_ids_pass_even_with_unknown_address_codes(number: str) -> None:
+    # the address code is random: many never existed, which is a routing question only
+    assert check_resident_id(number, field="f") == number
+
+
+@given(resident_ids(), st.integers(0, 16), st.integers(1, 9))
+def test_any_single_digit_error_is_caught(number: str, pos: int, delta: int) -> None:
+    digit = (int(number[pos]) + delta) % 10
+    broken = number[:pos] + str(digit) + number[pos + 1:]
+    if pos in range(6, 14):  # a changed date digit may make an impossible date instead
+        with pytest.raises(InvalidArgument):
+            check_resident_id(broken, field="f")
+    else:
+        with pytest.raises(InvalidArgument, match="check digit"):
+            check_resident_id(broken, field="f")
+
+
+@given(credit_codes())
+def test_valid_credit_codes_pass(code: str) -> None:
+    assert check_credit_code(code, field="f") == code
+
+
+@given(credit_codes(), st.integers(0, 16), st.sampled_from(USCC_ALPHABET))
+def test_credit_code_single_substitution_is_caught(code: str, pos: int, char: str) -> None:
+    if code[pos] == char or (pos < 2 and char not in "0123456789"):
+        return  # a letter in positions 1-2 may still be a valid department/type
+    broken = code[:pos] + char + code[pos + 1:]
+    with pytest.raises(InvalidArgument) as err:
+        check_credit_code(broken, field="applicant.id_number")
+    assert err.value.field == "applicant.id_number"
+
+
+@pytest.mark.parametrize(("number", "why"), [
+    ("1101051949123100", "18 characters"),
+    ("11010519491231002Y", "17 digits"),
+    ("11010519490231002X", "birth date"),
+])
+def test_resident_id_errors_say_what_is_wrong(number: str, why: str) -> None:
+    with pytest.raises(InvalidArgument, match=why):
+        check_resident_id(number, field="f")
+
+
+@pytest.mark.parametrize("number", ["1000002000010100𝟎9", "１１０１０５１９４９１２３１００２X"])
+def test_non_ascii_digits_are_refused(number: str) -> None:
+    with pytest.raises(InvalidArgument):
+        check_resident_id(number, field="f")
+
+
+def test_credit_code_with_department_n_passes() -> None:
+    body = "N2320105MA1MXXXX0"
+    assert check_credit_code(body + uscc.calc_check_digit(body), field="f").startswith("N2")
+
+
+def test_masking_keeps_first_six_and_last_four() -> None:
+    assert mask_id("11010519491231002X") == "110105********002X"
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_id("short") == "*****"

@@ -1,0 +1,111 @@
+"""Signing without sockets: every claim check, key windows, replay, response binding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.errors import Unauthenticated
+from gateway.signing import (
+    PublicKey,
+    ReplayCache,
+    Verifier,
+    body_digest,
+    generate_private_key,
+    load_private_key,
+    public_key_from_jwk,
+    sign,
+)
+
+NOW = 1_790_000_000.0
+
+
+def keypair(party: str, alg: str = "EdDSA", **window: datetime) -> tuple[object, PublicKey]:
+    pem, jwk = generate_private_key(alg)
+    return (load_private_key(pem, kid=f"{party}#k1"),
+            public_key_from_jwk(jwk, kid=f"{party}#k1", **window))
+
+
+def verifier(*keys: PublicKey, audience: str = "gw") -> Verifier:
+    return Verifier(audience=audience,
+                    keys_for=lambda party: [k for k in keys if k.owner == party])
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_round_trip_and_response_binding(alg: str) -> None:
+    caller_key, caller_pub = keypair("320105", alg)
+    gw_key, gw_pub = keypair("gw", alg)
+    token, sent = sign(caller_key, iss="320105", aud="gw", method="/m", body=b"req", now=NOW)  # type: ignore[arg-type]
+    claims = verifier(caller_pub).verify_request(token, method="/m", body=b"req", now=NOW)
+    assert claims.bdg == body_digest(b"req") == sent.bdg and claims.iss == "320105"
+    answer, _ = sign(gw_key, iss="gw", aud="320105", method="/m", body=b"resp",  # type: ignore[arg-type]
+                     now=NOW, request=claims)
+    back = verifier(gw_pub, audience="320105")
+    got = back.verify_response(answer, peer="gw", method="/m", body=b"resp", request=sent,
+                               now=NOW)
+    assert (got.rti, got.rdg) == (sent.jti, sent.bdg)
+    other, _ = sign(caller_key, iss="320105", aud="gw", method="/m", body=b"req2", now=NOW)  # type: ignore[arg-type]
+    other_claims = verifier(caller_pub).verify_request(other, method="/m", body=b"req2", now=NOW)
+    with pytest.raises(Unauthenticated, match="not bound"):
+        back.verify_response(answer, peer="gw", method="/m", body=b"resp",
+                             request=other_claims, now=NOW)
+    with pytest.raises(Unauthenticated, match="bdg"):
+        back.verify_response(answer, peer="gw", method="/m", body=b"tampered", request=sent,
+                             now=NOW)
+
+
+def test_clock_skew_window() -> None:
+    key, pub = keypair("p")
+    v = verifier(pub)
+    ok, _ = sign(key, iss="p", aud="gw", method="/m", body=b"", now=NOW + 59)  # type: ignore[arg-type]
+    v.verify_request(ok, method="/m", body=b"", now=NOW)
+    late, _ = sign(key, iss="p", aud="gw", method="/m", body=b"", now=NOW + 61)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated, match="future"):
+        v.verify_request(late, method="/m", body=b"", now=NOW)
+    old, _ = sign(key, iss="p", aud="gw", method="/m", body=b"", now=NOW - 200, ttl=120)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated, match="expired"):
+        v.verify_request(old, method="/m", body=b"", now=NOW)
+
+
+def test_key_rotation_windows() -> None:
+    t = datetime.fromtimestamp(NOW, UTC)
+    old_key, old_pub = keypair("p", not_after=t)
+    with pytest.raises(Unauthenticated, match="not valid at"):
+        token, _ = sign(old_key, iss="p", aud="gw", method="/m", body=b"", now=NOW + 10)  # type: ignore[arg-type]
+        verifier(old_pub).verify_request(token, method="/m", body=b"", now=NOW + 10)
+    token, _ = sign(old_key, iss="p", aud="gw", method="/m", body=b"", now=NOW - 10)  # type: ignore[arg-type]
+    verifier(old_pub).verify_request(token, method="/m", body=b"", now=NOW - 10)
+
+
+def test_algorithm_must_match_the_key() -> None:
+    ed_key, _ = keypair("p", "EdDSA")
+    _, es_pub = keypair("p", "ES256")
+    token, _ = sign(ed_key, iss="p", aud="gw", method="/m", body=b"", now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated, match="signs with ES256"):
+        verifier(es_pub).verify_request(token, method="/m", body=b"", now=NOW)
+
+
+def test_issuer_must_own_the_key() -> None:
+    key, pub = keypair("p")
+    token, _ = sign(key, iss="someone-else", aud="gw", method="/m", body=b"", now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated, match="does not own"):
+        verifier(pub).verify_request(token, method="/m", body=b"", now=NOW)
+
+
+def test_replay_cache_forgets_after_expiry() -> None:
+    cache = ReplayCache()
+    assert cache.check_and_add("a", exp=100, now=50)
+    assert not cache.check_and_add("a", exp=100, now=60)
+    assert cache.check_and_add("b", exp=300, now=200)  # prunes "a"
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize("jwk", [
+    {"kty": "OKP", "crv": "Ed25519", "x": "short"},
+    {"kty": "RSA", "n": "x", "e": "AQAB"},
+    {"kty": "EC", "crv": "P-256", "x": "AAAA"},
+])
+def test_bad_jwks_are_refused(jwk: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="key"):
+        public_key_from_jwk(jwk, kid="p#k1")
