@@ -1,0 +1,91 @@
+"""partners.toml errors: one line naming file, line and key path; nothing starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.tomlpath import locate
+from tests.federation import PARTNERS_TOML
+
+TEXT = PARTNERS_TOML.read_text(encoding="utf-8")
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    count = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            count += 1
+            if count == occurrence:
+                return number
+    raise AssertionError(needle)
+
+
+def fails(text: str, *parts: str, self_id: str | None = None) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(PARTNERS_TOML, text=text, self_id=self_id)
+    message = str(err.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message, message
+    return message
+
+
+def test_shipped_file_loads_for_every_gateway() -> None:
+    for gateway in ("320100-gw", "320000-gw", "310000-gw"):
+        config = load_config(PARTNERS_TOML, self_id=gateway)
+        assert config.local_partners()
+    config = load_config(PARTNERS_TOML)
+    assert {"320105", "320681", "320100", "310000", "320000"} <= set(config.partners)
+
+
+def test_bad_partner_key_names_path_and_line() -> None:
+    text = TEXT.replace('x = "ELCiVN52KdFpG24JlczKgouJo_t-GbNJJfeXGpD38So"', 'x = "AAAA"')
+    line = line_of(text, 'x = "AAAA"')
+    fails(text, f"partners.toml:{line}:", "partners[0].keys[0].jwk", "Ed25519")
+
+
+def test_unknown_gateway_of_a_partner() -> None:
+    text = TEXT.replace('gateway = "310000-gw"', 'gateway = "990000-gw"', 1)
+    line = line_of(text, 'gateway = "990000-gw"')
+    fails(text, f"partners.toml:{line}:", "partners[5].gateway", "unknown gateway '990000-gw'")
+
+
+def test_wrong_types_and_missing_keys() -> None:
+    fails(TEXT.replace("time_limit_days = 3\n", 'time_limit_days = "3"\n', 1),
+          "items[0].time_limit_days", "expected int, got str")
+    fails(TEXT.replace('name = "营业执照变更登记"\n', "", 1), "items[0].name", "is required")
+    fails(TEXT.replace('mode = "proxy"', 'mode = "post"', 1), "items[1].mode", "'post'")
+    fails(TEXT.replace('prefixes = ["320681"]', 'prefixes = ["32068a"]'),
+          "partners[4].prefixes[0]")
+    fails(TEXT.replace('items = ["gjj-tq", "yyzz-bg", "jdc-wf"]', 'items = ["nope"]'),
+          "alliances[0].items[0]", "unknown item 'nope'")
+    fails(TEXT.replace('links = ["320100-gw", "310000-gw"]', 'links = ["320100-gw", "x"]'),
+          "gateways[1].links[1]")
+
+
+def test_self_must_match_a_gateway_and_key() -> None:
+    fails(TEXT, "self.id", "not one of the [[gateways]]", self_id="110000-gw")
+    fails(TEXT.replace('key_id = "k1"', 'key_id = "k2"'), "self.key_id", "320100-gw#k2")
+    fails(TEXT.replace('private_key = "demo-keys/{id}.pem"', 'private_key = "nowhere.pem"'),
+          "self.private_key", "cannot load")
+    # a private key that is not the listed public key
+    fails(TEXT.replace('private_key = "demo-keys/{id}.pem"',
+                       'private_key = "demo-keys/320105.pem"'), "does not match public key")
+
+
+def test_naive_datetime_and_bad_toml() -> None:
+    fails(TEXT.replace("not_before = 2026-01-01T00:00:00+08:00",
+                       "not_before = 2026-01-01T00:00:00", 1),
+          "gateways[0].keys[0].not_before", "time zone")
+    fails(TEXT + "\n[[[broken", "not valid TOML")
+
+
+def test_locate_follows_arrays_of_tables() -> None:
+    text = '[self]\nid = "a"\n\n[[p]]\nid = "x"\n[[p.keys]]\nid = "k"\n\n[[p]]\nid = "y"\n' \
+           '[[p.keys]]\nid = "k1"\n[[p.keys]]\nid = "k2"\n'
+    assert locate(text, ["p", 1, "id"]) == 10
+    assert locate(text, ["p", 1, "keys", 1, "id"]) == 14
+    assert locate(text, ["p", 0, "keys", 0, "jwk"]) == 6  # missing key → its table header
+    assert locate(text, ["self", "id"]) == 2
