@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from gateway.cases import Side, State, plan
-from gateway.config import Party, Partner
+from gateway.config import Partner, Party
 from gateway.errors import ConfigError, GatewayError, NotFound
 from gateway.ids import new_ulid
 from gateway.pb.tongban.v1 import case_pb2 as pb

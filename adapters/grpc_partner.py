@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.client import SignedChannel
-from gateway.config import Party, Partner
+from gateway.config import Partner, Party
 from gateway.errors import ConfigError
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp

@@ -170,7 +170,7 @@ class _Reader:
         return out
 
     def when(self, key: str) -> datetime | None:
-        value = self.get(key, datetime, None)
+        value: datetime | None = self.get(key, datetime, None)
         if value is not None and value.tzinfo is None:
             raise self.fail(key, "needs a time zone offset (e.g. 2026-01-01T00:00:00+08:00)")
         return value

@@ -80,9 +80,9 @@ def client_for(config: Config, partner_id: str) -> PartnerClient:
                          gateway_keys=gateway.keys)
 
 
-async def follow(client: PartnerClient, case_id: str, timeout: float = 15.0) -> pb.Case:
+async def follow(client: PartnerClient, case_id: str, limit_s: float = 15.0) -> pb.Case:
     last = None
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         async for case in client.watch(case_id):
             last = case
             if case.state == pb.CASE_STATE_COMPLETED:

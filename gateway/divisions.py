@@ -96,8 +96,8 @@ def resolve(code: str) -> Resolution | None:
     current, notes = code, []
     while current in _successors():
         new, year, why = _successors()[current]
-        notes.append(f"{current} ({lookup(current).name if lookup(current) else '?'}) → "
-                     f"{new} in {year}: {why}")
+        old = lookup(current)
+        notes.append(f"{current} ({old.name if old else '?'}) → {new} in {year}: {why}")
         if new in seen:
             break
         seen.add(new)

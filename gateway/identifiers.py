@@ -33,7 +33,8 @@ def check_resident_id(number: str, *, field: str) -> str:
     try:
         ric.get_birth_date(compact)
     except stdnum_errors.ValidationError:
-        raise InvalidArgument("the birth date in the id number is not a date", field=field) from None
+        raise InvalidArgument("the birth date in the id number is not a date",
+                              field=field) from None
     if compact[-1] != ric.calc_check_digit(compact):
         raise InvalidArgument("the check digit of the id number is wrong", field=field)
     return compact

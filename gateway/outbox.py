@@ -7,6 +7,7 @@ of one case go in order; failures back off exponentially with full jitter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ Deliver = Callable[[OutboxEntry], Awaitable[None]]
 
 
 def backoff(attempts: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Full-jitter exponential backoff (AWS architecture blog): uniform in [0, min(cap, base·2^n)]."""
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base·2^n)]."""
     return rng.uniform(0, min(cap, base * 2 ** min(attempts, 30)))
 
 
@@ -67,25 +68,21 @@ class OutboxWorker:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if len(fresh) < self._batch:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle)
-                except TimeoutError:
-                    pass
 
     async def _send(self, entry: OutboxEntry) -> None:
         try:
             await self._deliver(entry)
-        except Exception as exc:  # noqa: BLE001 - every failure is retried later
+        except Exception as exc:
             permanent = isinstance(exc, CallError) and not exc.retryable
             delay = backoff(entry.attempts, base=self._base, cap=self._cap, rng=self._rng)
             if permanent:
                 delay = max(delay, self._cap)  # dead-letter handling comes with issue #4
             log.warning("delivery of outbox %s (%s to %s) failed, retry in %.1fs: %s",
                         entry.id, entry.kind, entry.destination, delay, exc)
-            try:
+            with contextlib.suppress(GatewayError):  # the store is closing
                 await self._store.retry_outbox(entry.id, self._clock.now() + delay, str(exc))
-            except GatewayError:
-                pass
         finally:
             self._inflight.discard(entry.id)
             self._slots.release()

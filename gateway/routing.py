@@ -64,7 +64,8 @@ class RouteTable:
     def from_config(cls, config: Config) -> RouteTable:
         dests = [Destination(p, partner.gateway, partner.id)
                  for partner in config.partners.values() for p in partner.prefixes]
-        dests += [Destination(p, gw.id, None) for gw in config.gateways.values() for p in gw.prefixes]
+        dests += [Destination(p, gw.id, None)
+                  for gw in config.gateways.values() for p in gw.prefixes]
         return cls(config.self_id, dests, {g.id: g.links for g in config.gateways.values()})
 
     def lookup(self, division: str) -> Destination | None:

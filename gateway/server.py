@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.engine import Engine
@@ -96,7 +96,7 @@ class GatewayServicer:
                                  body=out, now=self.clock.now(), request=claims)
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
-            except Exception as exc:  # noqa: BLE001 - translated to a status in one place
+            except Exception as exc:
                 await self._abort(context, exc, method)
                 raise  # abort raises; this line is never reached
 
@@ -128,5 +128,5 @@ class GatewayServicer:
             req = self._parse(gw.WatchCaseRequest, body)
             async for case in self.engine.watch(claims.iss, req.case_id):
                 yield gw.WatchCaseResponse(case=case)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await self._abort(context, exc, method)

@@ -161,11 +161,15 @@ class Claims:
 
 
 def sign(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: float,
-         ttl: int = 120, request: Claims | None = None) -> tuple[str, Claims]:
-    """A compact JWS over body for method, and its claims; with request, a response bound to it."""
+         ttl: int = 120, request: Claims | None = None, jti: str | None = None
+         ) -> tuple[str, Claims]:
+    """A compact JWS over body for method, and its claims; with request, a response bound to it.
+
+    jti is random unless given (only docs/signing.md's worked example fixes it).
+    """
     iat = int(now)
     claims = Claims(iss=iss, aud=aud, iat=iat, exp=iat + ttl,
-                    jti=b64url(secrets.token_bytes(16)), mth=method, bdg=body_digest(body),
+                    jti=jti or b64url(secrets.token_bytes(16)), mth=method, bdg=body_digest(body),
                     rti=request.jti if request else "", rdg=request.bdg if request else "",
                     kid=key.kid)
     data: dict[str, Any] = {"iss": iss, "aud": aud, "iat": iat, "exp": claims.exp,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from gateway.config import Item
 from gateway.errors import InvalidArgument, NotFound
@@ -37,8 +38,8 @@ def check_applicant(applicant: pb.Applicant, field: str) -> None:
         raise InvalidArgument("is not a phone number", field=f"{field}.phone")
 
 
-def check_materials(materials: list[pb.MaterialRef] | object, field: str) -> None:
-    for i, ref in enumerate(materials):  # type: ignore[call-overload]
+def check_materials(materials: Iterable[pb.MaterialRef], field: str) -> None:
+    for i, ref in enumerate(materials):
         where = f"{field}[{i}]"
         if not ref.name.strip():
             raise InvalidArgument("is required", field=f"{where}.name")

@@ -71,8 +71,8 @@ def test_clock_skew_window() -> None:
 def test_key_rotation_windows() -> None:
     t = datetime.fromtimestamp(NOW, UTC)
     old_key, old_pub = keypair("p", not_after=t)
+    token, _ = sign(old_key, iss="p", aud="gw", method="/m", body=b"", now=NOW + 10)  # type: ignore[arg-type]
     with pytest.raises(Unauthenticated, match="not valid at"):
-        token, _ = sign(old_key, iss="p", aud="gw", method="/m", body=b"", now=NOW + 10)  # type: ignore[arg-type]
         verifier(old_pub).verify_request(token, method="/m", body=b"", now=NOW + 10)
     token, _ = sign(old_key, iss="p", aud="gw", method="/m", body=b"", now=NOW - 10)  # type: ignore[arg-type]
     verifier(old_pub).verify_request(token, method="/m", body=b"", now=NOW - 10)

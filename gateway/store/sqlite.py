@@ -12,6 +12,7 @@ cannot run a transaction as one unit, so the gateway's store drives sqlite3 dire
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,10 +87,8 @@ class SqliteStore:
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-            except asyncio.CancelledError:
-                pass
             self._writer = None
         for _, fut in self._pending:
             if not fut.done():
@@ -143,7 +142,7 @@ class SqliteStore:
                 conn.execute("SAVEPOINT op")
                 try:
                     value = op(conn)
-                except Exception as exc:  # noqa: BLE001 - handed to that op's caller
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     out.append((False, exc))
