@@ -126,6 +126,10 @@ class Engine:
         record, duplicate = await self.store.create_case(
             CaseRecord(case=case, upstream=peer.id, downstream=self._downstream(route)),
             [self._case_outbox(case, route, hops=req.hops, path=list(req.path))])
+        if duplicate and record.upstream != peer.id:
+            # a case id seen from another neighbour: say so, but show nothing of it
+            raise AlreadyExists(f"case {case.case_id} reached this gateway by another path",
+                                field="case.case_id")
         if not duplicate:
             self.outbox.kick()
         return gw.ForwardCaseResponse(case=record.case, duplicate=duplicate)

@@ -175,3 +175,20 @@ async def test_forwarding_loops_and_hop_cap_are_refused(fed: Federation) -> None
         assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
         assert "hops" in (err.details() or "")
     assert await fed.apps["320000-gw"].store.count_cases() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_read_a_case_by_forwarding_its_id(fed: Federation) -> None:
+    client = fed.client("320105")
+    real = (await client.submit(case_number="LEAK-1", target_division="320681",
+                                item_code="jdc-wf", applicant=CITIZEN)).case
+    forward = "/tongban.v1.Gateway/ForwardCase"
+    # 320000-gw pretends to bring the same case id to 320100-gw, which originated it
+    probe = pb.Case(case_id=real.case_id, case_number="other", origin_partner="320000",
+                    target_division="320105", state=pb.CASE_STATE_SUBMITTED)
+    body = gw.ForwardCaseRequest(case=probe, hops=1, path=["320000-gw"]).SerializeToString()
+    signed, _ = sign(key_of("320000-gw"), iss="320000-gw", aud="320100-gw", method=forward,
+                     body=body, now=time.time())
+    err = await raw_call(fed, body, signed, method=forward)
+    assert err.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "LEAK-1" not in (err.details() or "") and "张三" not in (err.details() or "")
