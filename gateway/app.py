@@ -90,8 +90,12 @@ class GatewayApp:
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         host, port = _split(self.config.me.grpc)
-        if server.add_insecure_port(f"{host}:{port}") == 0:
-            raise ConfigError(f"cannot listen on {self.config.me.grpc}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpc raises on a port in use
+            bound = 0
+        if bound == 0:
+            raise ConfigError(f"cannot listen on {self.config.me.grpc}: address in use or invalid")
         await server.start()
         self._grpc = server
         runner = web.AppRunner(make_app(self.config, lambda: self._ready), access_log=None)

@@ -54,6 +54,28 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+    from gateway.store.sqlite import read_audit
+
+    if args.db:
+        path = Path(args.db)
+    else:
+        from gateway.config import load_config
+
+        path = load_config(args.config, self_id=args.self_id).data_dir / "gateway.sqlite3"
+    if not path.exists():
+        print(f"tongban: no store at {path}", file=sys.stderr)
+        return 2
+    verdict = verify(read_audit(path))
+    if verdict.ok:
+        print(f"audit chain OK: {verdict.checked} entries ({path})")
+        return 0
+    print(f"audit chain BROKEN at entry {verdict.first_bad}: {verdict.reason} "
+          f"({verdict.checked} entries before it are intact; {path})")
+    return 1
+
+
 def _token(args: argparse.Namespace) -> int:
     key = load_private_key(Path(args.key).read_bytes(), kid=f"{args.iss}#{args.key_id}")
     body = Path(args.body).read_bytes() if args.body != "-" else sys.stdin.buffer.read()
@@ -90,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", default="keys")
     gen.add_argument("--force", action="store_true")
 
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    check = audit_sub.add_parser("verify", help="report the first edited, deleted or moved entry")
+    check.add_argument("--config", default="partners.toml")
+    check.add_argument("--as", dest="self_id")
+    check.add_argument("--db", help="a store file (default: the gateway's data_dir)")
+
     token = sub.add_parser("token", help="mint an x-tongban-signature value for scripting")
     token.add_argument("--key", required=True, help="PEM private key of the caller")
     token.add_argument("--iss", required=True, help="caller id")
@@ -109,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args)
         if args.command == "token":
             return _token(args)
+        if args.command == "audit":
+            return _audit_verify(args)
         _loop_runner()
         if args.command == "serve":
             return asyncio.run(_serve(args))

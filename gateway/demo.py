@@ -8,6 +8,7 @@ through WatchCase at the origin, and prints what happened and where to look.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import tempfile
@@ -60,9 +61,18 @@ def free_port() -> int:
 
 
 def on_free_ports(config: Config) -> dict[str, tuple[str, str]]:
-    """Fresh loopback ports for every gateway, so the demo never collides with anything."""
-    return {gid: (f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-            for gid in config.gateways}
+    """Fresh loopback ports for every gateway, so the demo never collides with anything.
+
+    All probe sockets stay bound until every port is picked, so one federation never gets
+    the same port twice.
+    """
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(2 * len(config.gateways)):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(f"127.0.0.1:{s.getsockname()[1]}")
+    return {gid: (ports[2 * n], ports[2 * n + 1]) for n, gid in enumerate(config.gateways)}
 
 
 def rebind(config: Config, ports: dict[str, tuple[str, str]], data_dir: Path) -> Config:

@@ -78,3 +78,13 @@ def mask_phone(number: str) -> str:
     if len(number) <= 7:
         return "*" * len(number)
     return number[:3] + "*" * (len(number) - 7) + number[-4:]
+
+
+_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9]{17}[0-9Xx]|[0-9A-Z]{18})(?![0-9A-Za-z])")
+_PHONE_IN_TEXT = re.compile(r"(?<![0-9])(1[3-9][0-9]{9})(?![0-9])")
+
+
+def mask_text(text: str) -> str:
+    """Mask every id number, credit code and mobile number in free text (logs, audit)."""
+    text = _ID_IN_TEXT.sub(lambda m: mask_id(m.group(1)), text)
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(1)), text)

@@ -39,6 +39,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def kick(self) -> None:
         self._wake.set()
@@ -47,14 +48,21 @@ class OutboxWorker:
         self._runner = asyncio.create_task(self._run(), name="tongban-outbox")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
+        # The flag, not only cancel(): on Python 3.11 asyncio.wait_for can swallow a
+        # cancellation that races its inner future (gh-86296); the loop must end anyway.
+        self._stopping = True
+        self._wake.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._runner = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 due = await self._store.due_outbox(self._clock.now(), self._batch)
@@ -63,13 +71,17 @@ class OutboxWorker:
             fresh = [e for e in due if e.id not in self._inflight]
             for entry in fresh:
                 await self._slots.acquire()
+                if self._stopping:
+                    self._slots.release()
+                    return
                 self._inflight.add(entry.id)
                 task = asyncio.create_task(self._send(entry))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             if len(fresh) < self._batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle)
+                    async with asyncio.timeout(self._idle):
+                        await self._wake.wait()
 
     async def _send(self, entry: OutboxEntry) -> None:
         try:

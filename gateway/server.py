@@ -7,6 +7,7 @@ as those bytes. GatewayErrors become statuses with google.rpc details here and o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,8 +17,9 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from gateway.audit import AuditEntry
 from gateway.engine import Engine
-from gateway.errors import GatewayError, InvalidArgument
+from gateway.errors import GatewayError, InvalidArgument, Unavailable
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, Claims, SigningKey, Verifier, body_digest, sign
 from gateway.types import Clock
@@ -25,6 +27,17 @@ from gateway.types import Clock
 log = logging.getLogger("tongban.server")
 SERVICE = "tongban.v1.Gateway"
 Handler = Callable[[str, Any, bytes], Awaitable[Message]]
+
+
+def _case_id(message: Any) -> str:
+    """The case a request or response is about, for the audit log."""
+    if message is None:
+        return ""
+    for holder in (message, getattr(message, "case", None), getattr(message, "update", None)):
+        case_id = getattr(holder, "case_id", "")
+        if case_id:
+            return str(case_id)
+    return ""
 
 
 def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
@@ -88,19 +101,39 @@ class GatewayServicer:
         method = f"/{SERVICE}/{name}"
 
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            claims: Claims | None = None
+            request: Any = None
             try:
                 claims = self._verify(context, method, body)
-                response = await fn(claims.iss, self._parse(cls, body), body)
+                request = self._parse(cls, body)
+                response = await fn(claims.iss, request, body)
                 out = response.SerializeToString()
                 answer, _ = sign(self.key, iss=self.self_id, aud=claims.iss, method=method,
                                  body=out, now=self.clock.now(), request=claims)
+                await self._audit(method, claims, body, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except Exception as exc:
+                error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
+                with contextlib.suppress(GatewayError):  # the refusal goes out regardless
+                    await self._audit(method, claims, body, _case_id(request),
+                                      error.code.name, error.details())
                 await self._abort(context, exc, method)
                 raise  # abort raises; this line is never reached
 
         return handle
+
+    async def _audit(self, method: str, claims: Claims | None, body: bytes, case_id: str,
+                     outcome: str, detail: str = "") -> None:
+        """Every exchange, refused ones too, goes into the hash chain before the answer."""
+        entry = AuditEntry(at=self.clock.now(), caller=claims.iss if claims else "",
+                           method=method, case_id=case_id, digest=body_digest(body),
+                           kid=claims.kid if claims else "", jti=claims.jti if claims else "",
+                           outcome=outcome, detail=detail)
+        try:
+            await self.engine.store.append_audit(entry)
+        except GatewayError as exc:  # store closing: the call fails rather than go unaudited
+            raise Unavailable(f"audit log unavailable: {exc.message}") from None
 
     async def _submit(self, caller: str, req: gw.SubmitCaseRequest, body: bytes) -> Message:
         return await self.engine.submit(caller, req, body_digest(body))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.audit import AuditEntry
 from gateway.pb.tongban.v1 import case_pb2 as pb
 
 
@@ -81,3 +82,7 @@ class Store(Protocol):
     async def count_outbox(self) -> int: ...
 
     async def count_cases(self) -> int: ...
+
+    async def append_audit(self, entry: AuditEntry) -> int:
+        """Append to the hash-chained audit log (masked); returns the entry's seq."""
+        ...

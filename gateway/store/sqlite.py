@@ -16,9 +16,11 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.audit import GENESIS, AuditEntry, chain_hash
 from gateway.errors import GatewayError
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store.base import CaseRecord, Mutation, NewOutbox, OutboxEntry
@@ -54,7 +56,15 @@ CREATE TABLE IF NOT EXISTS outbox (
   last_error TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id, id);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY,
+  at REAL NOT NULL, caller TEXT NOT NULL, method TEXT NOT NULL, case_id TEXT NOT NULL,
+  digest TEXT NOT NULL, kid TEXT NOT NULL, jti TEXT NOT NULL, outcome TEXT NOT NULL,
+  detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
 """
+AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
+                 "prev_hash, hash")
 
 
 class SqliteStore:
@@ -68,6 +78,7 @@ class SqliteStore:
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
@@ -85,8 +96,14 @@ class SqliteStore:
         self._conn = conn
 
     async def close(self) -> None:
+        """Finish the batch in flight (its callers get their answers), then refuse the rest.
+
+        Cancelling the writer mid-batch would strand callers whose operations were already
+        taken off the queue: they would wait forever on futures nobody resolves.
+        """
+        self._closing = True
         if self._writer is not None:
-            self._writer.cancel()
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
@@ -101,7 +118,7 @@ class SqliteStore:
 
     # -- group commit ----------------------------------------------------------------
     async def _run(self, op: Op) -> Any:
-        if self._writer is None:
+        if self._writer is None or self._closing:
             raise GatewayError("store is not open")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
@@ -110,7 +127,7 @@ class SqliteStore:
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
@@ -240,10 +257,34 @@ class SqliteStore:
         return result
 
 
+    async def append_audit(self, entry: AuditEntry) -> int:
+        """Append one masked entry to the hash chain; returns its seq."""
+        masked = entry.masked()
+
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+            conn.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (seq, *astuple(masked), prev, chain_hash(seq, masked, prev)))
+            return seq
+
+        result: int = await self._run(op)
+        return result
+
     async def count_cases(self) -> int:
         result: int = await self._run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
         return result
+
+
+def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:
+    """The audit chain of a store file, in seq order, for `tongban audit verify`."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    return [(row[0], AuditEntry(*row[1:10]), row[10], row[11]) for row in rows]
 
 
 def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:

@@ -1,0 +1,64 @@
+"""Hash-chained audit log (DESIGN §7). Pure: entries in, hashes and verdicts out.
+
+Each entry holds the SHA-256 of its predecessor, so editing, deleting or reordering any
+entry breaks the chain at that point; `tongban audit verify` names the first bad entry.
+Texts are masked before they are written: id numbers keep their first 6 and last 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, replace
+
+from gateway.identifiers import mask_text
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One exchange: who called what, about which case, with which bytes, and the outcome."""
+
+    at: float
+    caller: str
+    method: str
+    case_id: str
+    digest: str  # bdg of the request
+    kid: str
+    jti: str
+    outcome: str  # gRPC status name
+    detail: str = ""
+
+    def masked(self) -> AuditEntry:
+        return replace(self, detail=mask_text(self.detail))
+
+
+def chain_hash(seq: int, entry: AuditEntry, prev: str) -> str:
+    """SHA-256 over the canonical JSON of [seq, *fields, prev]."""
+    data = json.dumps([seq, *astuple(entry), prev], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    reason: str = ""
+
+
+def verify(rows: Iterable[tuple[int, AuditEntry, str, str]]) -> Verdict:
+    """Check (seq, entry, prev_hash, hash) rows in seq order: contiguous, linked, unedited."""
+    prev, expected_seq, checked = GENESIS, 1, 0
+    for seq, entry, prev_hash, digest in rows:
+        if seq != expected_seq:
+            return Verdict(False, checked, expected_seq,
+                           f"entry {expected_seq} is missing (next is {seq})")
+        if prev_hash != prev:
+            return Verdict(False, checked, seq, f"entry {seq} does not follow entry {seq - 1}")
+        if chain_hash(seq, entry, prev_hash) != digest:
+            return Verdict(False, checked, seq, f"entry {seq} was altered")
+        prev, expected_seq, checked = digest, seq + 1, checked + 1
+    return Verdict(True, checked)
