@@ -54,10 +54,8 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit import verify
-    from gateway.store.sqlite import read_audit
-
+def _store_path(args: argparse.Namespace) -> Path | None:
+    """--db, or the store in the data_dir of the gateway named by --config/--as."""
     if args.db:
         path = Path(args.db)
     else:
@@ -66,6 +64,16 @@ def _audit_verify(args: argparse.Namespace) -> int:
         path = load_config(args.config, self_id=args.self_id).data_dir / "gateway.sqlite3"
     if not path.exists():
         print(f"tongban: no store at {path}", file=sys.stderr)
+        return None
+    return path
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit import verify
+    from gateway.store.sqlite import read_audit
+
+    path = _store_path(args)
+    if path is None:
         return 2
     verdict = verify(read_audit(path))
     if verdict.ok:
@@ -74,6 +82,28 @@ def _audit_verify(args: argparse.Namespace) -> int:
     print(f"audit chain BROKEN at entry {verdict.first_bad}: {verdict.reason} "
           f"({verdict.checked} entries before it are intact; {path})")
     return 1
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from gateway.store.sqlite import list_outbox, redrive_outbox
+
+    path = _store_path(args)
+    if path is None:
+        return 2
+    if args.outbox_command == "list":
+        rows = list_outbox(path, dead_only=args.dead)
+        for row in rows:
+            print(f"{row.id}\t{'DEAD' if row.dead else 'queued'}\t{row.destination}\t"
+                  f"{row.kind}\t{row.case_id}\tattempts={row.attempts}\t{row.last_error}")
+        print(f"{len(rows)} entries ({sum(r.dead for r in rows)} dead)", file=sys.stderr)
+        return 0
+    if not (args.id or args.destination or args.all):
+        print("tongban: name entries with --id or --destination, or pass --all",
+              file=sys.stderr)
+        return 2
+    count = redrive_outbox(path, ids=args.id or (), destination=args.destination)
+    print(f"re-drove {count} dead-lettered entries")
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -119,6 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--as", dest="self_id")
     check.add_argument("--db", help="a store file (default: the gateway's data_dir)")
 
+    outbox = sub.add_parser("outbox", help="the delivery queue and its dead letters")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    listing = outbox_sub.add_parser("list", help="queued and dead-lettered entries")
+    listing.add_argument("--dead", action="store_true", help="dead-lettered entries only")
+    redrive = outbox_sub.add_parser("redrive", help="put dead-lettered entries back in line")
+    redrive.add_argument("--id", type=int, action="append", help="entry id (repeatable)")
+    redrive.add_argument("--destination", help="every dead entry for this partner or gateway")
+    redrive.add_argument("--all", action="store_true", help="every dead entry")
+    for p in (listing, redrive):
+        p.add_argument("--config", default="partners.toml")
+        p.add_argument("--as", dest="self_id")
+        p.add_argument("--db", help="a store file (default: the gateway's data_dir)")
+
     token = sub.add_parser("token", help="mint an x-tongban-signature value for scripting")
     token.add_argument("--key", required=True, help="PEM private key of the caller")
     token.add_argument("--iss", required=True, help="caller id")
@@ -140,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args)
         if args.command == "audit":
             return _audit_verify(args)
+        if args.command == "outbox":
+            return _outbox(args)
         _loop_runner()
         if args.command == "serve":
             return asyncio.run(_serve(args))

@@ -35,7 +35,13 @@ class SignedChannel:
         self.target, self.issuer, self.audience = target, issuer, audience
         self._key, self._verifier, self._clock = signing_key, verifier, clock
         self._timeout = timeout_s
-        self._channel = grpc.aio.insecure_channel(target)
+        # the outbox's breaker paces retries; the channel must not add minutes of its own
+        # reconnect backoff (gRPC's default grows to 120 s) once the far side is back
+        self._channel = grpc.aio.insecure_channel(target, options=[
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ])
 
     async def close(self) -> None:
         await self._channel.close()

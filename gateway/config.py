@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,18 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutboxSettings:
+    """Delivery policy (docs/configuration.md, [outbox])."""
+
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 30.0
+    max_attempts: int = 12  # then the entry is dead-lettered until `tongban outbox redrive`
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 2.0
+    breaker_max_cooldown_s: float = 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole validated configuration of one gateway process."""
 
@@ -101,6 +113,7 @@ class Config:
     limits: Limits
     data_dir: Path
     source: Path
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
 
     @property
     def me(self) -> Gateway:
@@ -218,13 +231,32 @@ class _Loader:
             max_token_ttl_s=lim.get("max_token_ttl_s", int, Limits.max_token_ttl_s),
             max_message_bytes=lim.get("max_message_bytes", int, Limits.max_message_bytes),
         )
+        outbox = self._outbox(top.table("outbox"))
         data_dir = (self.source.parent / me.string("data_dir", "var/{id}")
                     .replace("{id}", chosen)).resolve()
         return Config(
             self_id=chosen, signing_key=signing_key, gateways=gateways, partners=partners,
             alliances=alliances, items=items, limits=limits, data_dir=data_dir,
-            source=self.source,
+            source=self.source, outbox=outbox,
         )
+
+    @staticmethod
+    def _outbox(table: _Reader) -> OutboxSettings:
+        values: dict[str, Any] = {}
+        for default in fields(OutboxSettings):
+            name = default.name
+            kind: type | tuple[type, ...] = int if isinstance(default.default, int) else (
+                int, float)
+            value = table.get(name, kind, default.default)
+            if value <= 0:
+                raise table.fail(name, "must be positive")
+            values[name] = value
+        if values["backoff_cap_s"] < values["backoff_base_s"]:
+            raise table.fail("backoff_cap_s", "must be at least backoff_base_s")
+        unknown = sorted(set(table.data) - set(values))
+        if unknown:
+            raise table.fail(unknown[0], "is not a setting of [outbox]")
+        return OutboxSettings(**values)
 
     def _keys(self, owner: _Reader, owner_id: str) -> tuple[PublicKey, ...]:
         keys = []

@@ -44,7 +44,7 @@ class Engine:
                  clock: Clock) -> None:
         self.config, self.store, self.adapters, self.clock = config, store, adapters, clock
         self.routes = RouteTable.from_config(config)
-        self.outbox = OutboxWorker(store, self._deliver, clock)
+        self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
         self._watchers: dict[str, set[asyncio.Queue[pb.Case]]] = {}
 
     # -- who is calling ----------------------------------------------------------------

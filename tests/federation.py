@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,3 +70,10 @@ async def federation(tmp_path: Path, *, auto: str = "complete", clock: Clock | N
             await client.close()
         for app in reversed(started):
             await app.stop(grace_s=0.1)
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], *, within: float = 15.0) -> None:
+    """Poll what has no change feed (another process's store, a counter) until it holds."""
+    async with asyncio.timeout(within):
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)

@@ -71,13 +71,18 @@ class Store(Protocol):
         """
         ...
 
-    async def due_outbox(self, now: float, limit: int) -> list[OutboxEntry]:
-        """The oldest due entry of each case (delivery is in order per case)."""
+    async def due_outbox(self, now: float, limit: int,
+                         skip: frozenset[str] = frozenset()) -> list[OutboxEntry]:
+        """The oldest entry of each case, when it is due, not dead and its destination
+        is not in skip (delivery is in order per case)."""
         ...
 
     async def finish_outbox(self, entry_id: int) -> None: ...
 
-    async def retry_outbox(self, entry_id: int, next_at: float, error: str) -> None: ...
+    async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
+                           dead: bool = False) -> None:
+        """Count a failed attempt; dead=True parks the entry until an operator re-drives it."""
+        ...
 
     async def count_outbox(self) -> int: ...
 

@@ -16,7 +16,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   payload BLOB NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
   next_at REAL NOT NULL DEFAULT 0,
-  last_error TEXT NOT NULL DEFAULT ''
+  last_error TEXT NOT NULL DEFAULT '',
+  dead INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id, id);
 CREATE TABLE IF NOT EXISTS audit (
@@ -93,6 +94,7 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.executescript(SCHEMA)
+        _migrate(conn)
         self._conn = conn
 
     async def close(self) -> None:
@@ -231,13 +233,17 @@ class SqliteStore:
             raise NotFound(f"case {case_id} not found", field="case_id")
         return result
 
-    async def due_outbox(self, now: float, limit: int) -> list[OutboxEntry]:
+    async def due_outbox(self, now: float, limit: int,
+                         skip: frozenset[str] = frozenset()) -> list[OutboxEntry]:
         def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            # a dead entry is its case's MIN(id): it holds back the later ones
             rows = conn.execute(
                 "SELECT o.id, o.destination, o.case_id, o.kind, o.payload, o.attempts "
-                "FROM outbox o WHERE o.next_at <= ? AND o.id = "
-                "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) ORDER BY o.id LIMIT ?",
-                (now, limit)).fetchall()
+                "FROM outbox o WHERE o.next_at <= ? AND o.dead = 0 AND o.id = "
+                "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) "
+                f"AND o.destination NOT IN ({','.join('?' * len(skip))}) "
+                "ORDER BY o.id LIMIT ?",
+                (now, *sorted(skip), limit)).fetchall()
             return [OutboxEntry(*row) for row in rows]
 
         result: list[OutboxEntry] = await self._run(op)
@@ -246,16 +252,16 @@ class SqliteStore:
     async def finish_outbox(self, entry_id: int) -> None:
         await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)))
 
-    async def retry_outbox(self, entry_id: int, next_at: float, error: str) -> None:
+    async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
+                           dead: bool = False) -> None:
         await self._run(lambda conn: conn.execute(
-            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=? WHERE id=?",
-            (next_at, error[:500], entry_id)))
+            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=?, dead=? WHERE id=?",
+            (next_at, error[:500], int(dead), entry_id)))
 
     async def count_outbox(self) -> int:
         result: int = await self._run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         return result
-
 
     async def append_audit(self, entry: AuditEntry) -> int:
         """Append one masked entry to the hash chain; returns its seq."""
@@ -275,6 +281,69 @@ class SqliteStore:
         result: int = await self._run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
         return result
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older version up to this schema (additive changes only)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    if "dead" not in columns:
+        conn.execute("ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox entry as `tongban outbox list` shows it."""
+
+    id: int
+    destination: str
+    case_id: str
+    kind: str
+    attempts: int
+    next_at: float
+    dead: bool
+    last_error: str
+
+
+def _offline(path: Path | str) -> sqlite3.Connection:
+    """A second connection beside a running gateway (WAL lets both work)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def list_outbox(path: Path | str, *, dead_only: bool = False) -> list[OutboxRow]:
+    conn = _offline(path)
+    try:
+        rows = conn.execute(
+            "SELECT id, destination, case_id, kind, attempts, next_at, dead, last_error "
+            f"FROM outbox {'WHERE dead = 1 ' if dead_only else ''}ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+
+def redrive_outbox(path: Path | str, *, ids: Sequence[int] = (),
+                   destination: str | None = None) -> int:
+    """Put dead-lettered entries back in line (all of them, by id, or by destination).
+
+    Attempts restart from zero; a running gateway picks them up on its next poll.
+    """
+    where: list[str] = ["dead = 1"]
+    args: list[object] = []
+    if ids:
+        where.append(f"id IN ({','.join('?' * len(ids))})")
+        args.extend(ids)
+    if destination is not None:
+        where.append("destination = ?")
+        args.append(destination)
+    conn = _offline(path)
+    try:
+        count: int = conn.execute(
+            f"UPDATE outbox SET dead = 0, attempts = 0, next_at = 0 WHERE {' AND '.join(where)}",
+            args).rowcount
+    finally:
+        conn.close()
+    return count
 
 
 def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:

@@ -1,0 +1,97 @@
+"""A real regional platform speaking tongban.v1.PartnerPlatform over gRPC, for tests.
+
+It verifies the gateway's signatures, dedups by case_id and update_id as the contract
+asks, signs its answers, and counts every call it gets (duplicates included), so tests
+can tell "delivered once" from "delivered and deduplicated".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.signing import HEADER, PublicKey, Verifier, load_private_key, sign
+from tests.federation import ROOT, federation_text
+
+PLATFORM_ID = "310115"
+GATEWAY_ID = "310000-gw"
+
+
+def grpc_partner_text(port: int, text: str | None = None, *, extra: str = "") -> str:
+    """The demo federation with 浦东 (310115) behind the grpc_partner adapter on `port`."""
+    text = (text or federation_text()).replace(
+        'adapter = "embedded"\nsettings = { auto = "complete", step_delay_s = 0.01 }\n'
+        '[[partners.keys]]\nid = "k1"\njwk = { kty = "OKP", crv = "Ed25519", x = "MmztfmH',
+        f'adapter = "grpc_partner"\nsettings = {{ address = "127.0.0.1:{port}", '
+        f'timeout_s = 2 }}\n[[partners.keys]]\nid = "k1"\n'
+        'jwk = { kty = "OKP", crv = "Ed25519", x = "MmztfmH')
+    assert "grpc_partner" in text
+    return text + extra
+
+
+class Platform:
+    def __init__(self, gateway_keys: tuple[PublicKey, ...], *,
+                 refuse: grpc.StatusCode | None = None) -> None:
+        self.key = load_private_key((ROOT / "demo-keys" / f"{PLATFORM_ID}.pem").read_bytes(),
+                                    kid=f"{PLATFORM_ID}#k1")
+        self.verifier = Verifier(audience=PLATFORM_ID,
+                                 keys_for=lambda i: gateway_keys if i == GATEWAY_ID else ())
+        self.refuse = refuse
+        self.cases: dict[str, pb.Case] = {}
+        self.updates: dict[str, pb.CaseUpdate] = {}
+        self.calls: Counter[str] = Counter()  # case_id or update_id -> calls received
+        self.arrived = asyncio.Event()
+
+    def _answer(self, method: str, body: bytes, context: Any, out: bytes) -> bytes:
+        token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
+                     None)
+        claims = self.verifier.verify_request(token, method=method, body=body, now=time.time())
+        answer, _ = sign(self.key, iss=PLATFORM_ID, aud=GATEWAY_ID, method=method, body=out,
+                         now=time.time(), request=claims)
+        context.set_trailing_metadata(((HEADER, answer),))
+        return out
+
+    async def receive(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if self.refuse is not None:
+            await context.abort(self.refuse, "this platform refuses the gateway for now")
+        case = pp.ReceiveCaseRequest.FromString(body).case
+        self.calls[case.case_id] += 1
+        duplicate = case.case_id in self.cases
+        self.cases.setdefault(case.case_id, case)
+        out = pp.ReceiveCaseResponse(platform_case_number=f"PD-{len(self.cases)}",
+                                     duplicate=duplicate).SerializeToString()
+        self.arrived.set()
+        return self._answer("/tongban.v1.PartnerPlatform/ReceiveCase", body, context, out)
+
+    async def receive_update(self, body: bytes,
+                             context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if self.refuse is not None:
+            await context.abort(self.refuse, "this platform refuses the gateway for now")
+        update = pp.ReceiveUpdateRequest.FromString(body).update
+        self.calls[update.update_id] += 1
+        self.updates.setdefault(update.update_id, update)
+        out = pp.ReceiveUpdateResponse().SerializeToString()
+        return self._answer("/tongban.v1.PartnerPlatform/ReceiveUpdate", body, context, out)
+
+
+@asynccontextmanager
+async def serving(platform: Platform, port: int) -> AsyncIterator[grpc.aio.Server]:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tongban.v1.PartnerPlatform",
+        {"ReceiveCase": grpc.unary_unary_rpc_method_handler(platform.receive),
+         "ReceiveUpdate": grpc.unary_unary_rpc_method_handler(platform.receive_update)}),))
+    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(0)
