@@ -11,14 +11,17 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.breaker import BreakerState
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
 from gateway.errors import ConfigError
+from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.server import SERVICE, GatewayServicer
 from gateway.signing import PublicKey, Verifier
 from gateway.store.sqlite import SqliteStore
+from gateway.supervision import Monitor
 from gateway.types import AdapterContext, Clock, PartnerAdapter, SystemClock
 from gateway.web.app import make_app
 
@@ -48,7 +51,11 @@ class GatewayApp:
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)
         self.adapters: dict[str, PartnerAdapter] = {}
-        self.engine = Engine(config, self.store, self.adapters, self.clock)
+        self.metrics = Metrics(config.self_id)
+        self.engine = Engine(config, self.store, self.adapters, self.clock,
+                             on_events=self.metrics.record_events)
+        self.engine.outbox.observe(self.metrics.record_delivery)
+        self.monitor = Monitor(self.engine, self.clock, config.supervision.sweep_interval_s)
         self._grpc: grpc.aio.Server | None = None
         self._web: web.AppRunner | None = None
         self._ready = False
@@ -98,20 +105,31 @@ class GatewayApp:
             raise ConfigError(f"cannot listen on {self.config.me.grpc}: address in use or invalid")
         await server.start()
         self._grpc = server
-        runner = web.AppRunner(make_app(self.config, lambda: self._ready), access_log=None)
+        runner = web.AppRunner(make_app(self.config, lambda: self._ready, self._metrics),
+                               access_log=None)
         await runner.setup()
         host, port = _split(self.config.me.http)
         await web.TCPSite(runner, host, port).start()
         self._web = runner
         self.engine.outbox.start()
+        self.monitor.start()
         await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
         log.info("gateway %s serving gRPC on %s, HTTP on %s", self.config.self_id,
                  self.config.me.grpc, self.config.me.http)
 
+    async def _metrics(self) -> bytes:
+        """Gauges are read from the store at scrape time, so they are never stale."""
+        counts = await self.store.case_counts(self.clock.now())
+        breakers = {d: state is not BreakerState.CLOSED
+                    for d, state in self.engine.outbox.breaker_states().items()}
+        self.metrics.set_counts(counts, breakers)
+        return self.metrics.render()
+
     async def stop(self, grace_s: float = 1.0) -> None:
         self._ready = False
+        await self.monitor.stop()
         await self.engine.outbox.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace_s)

@@ -13,13 +13,14 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.signing import PublicKey, SigningKey, load_private_key, public_key_from_jwk
 from gateway.tomlpath import PathPart, format_path, locate
+from gateway.workdays import WorkCalendar
 
 PARTY_ID = re.compile(r"^[1-8][0-9]{5}(-[a-z0-9]{1,16})?$")
 ITEM_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -101,6 +102,23 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Supervision:
+    """电子监察 policy (docs/configuration.md, [supervision])."""
+
+    warning_ratio: float = 0.8  # share of the time limit after which a warning is raised
+    rectification_days: int = 5  # working days to answer a rating of 1-2 (整改)
+    sweep_interval_s: float = 30.0  # how often deadlines are checked
+
+
+@dataclass(frozen=True, kw_only=True)
+class Supervisor(Party):
+    """A supervision body (审管联动, 电子监察) that may Subscribe to this gateway's events
+    of cases whose origin or target division starts with one of its prefixes."""
+
+    gateway: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole validated configuration of one gateway process."""
 
@@ -114,6 +132,9 @@ class Config:
     data_dir: Path
     source: Path
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    supervision: Supervision = field(default_factory=Supervision)
+    supervisors: Mapping[str, Supervisor] = field(default_factory=dict)
+    calendar: WorkCalendar = field(default_factory=WorkCalendar)
 
     @property
     def me(self) -> Gateway:
@@ -129,6 +150,9 @@ class Config:
             return partner if partner.gateway == self.self_id else None
         if party_id in self.me.links:
             return self.gateways.get(party_id)
+        supervisor = self.supervisors.get(party_id)
+        if supervisor is not None and supervisor.gateway == self.self_id:
+            return supervisor
         return None
 
 
@@ -232,13 +256,64 @@ class _Loader:
             max_message_bytes=lim.get("max_message_bytes", int, Limits.max_message_bytes),
         )
         outbox = self._outbox(top.table("outbox"))
+        supervision = self._supervision(top.table("supervision"))
+        supervisors = self._supervisors(top, gateways, {**partners, **gateways})
+        calendar = self._calendar(top.table("calendar"))
         data_dir = (self.source.parent / me.string("data_dir", "var/{id}")
                     .replace("{id}", chosen)).resolve()
         return Config(
             self_id=chosen, signing_key=signing_key, gateways=gateways, partners=partners,
             alliances=alliances, items=items, limits=limits, data_dir=data_dir,
-            source=self.source, outbox=outbox,
+            source=self.source, outbox=outbox, supervision=supervision,
+            supervisors=supervisors, calendar=calendar,
         )
+
+    @staticmethod
+    def _supervision(table: _Reader) -> Supervision:
+        ratio = table.get("warning_ratio", (int, float), Supervision.warning_ratio)
+        if not 0 < ratio < 1:
+            raise table.fail("warning_ratio", "must be between 0 and 1 (e.g. 0.8)")
+        days = table.get("rectification_days", int, Supervision.rectification_days)
+        if not 0 < days <= 60:
+            raise table.fail("rectification_days", "must be 1..60 working days")
+        sweep = table.get("sweep_interval_s", (int, float), Supervision.sweep_interval_s)
+        if sweep <= 0:
+            raise table.fail("sweep_interval_s", "must be positive")
+        return Supervision(warning_ratio=float(ratio), rectification_days=days,
+                           sweep_interval_s=float(sweep))
+
+    @staticmethod
+    def _calendar(table: _Reader) -> WorkCalendar:
+        def dates(key: str) -> frozenset[date]:
+            values: list[Any] = table.get(key, list, [])
+            for i, value in enumerate(values):
+                if not isinstance(value, date) or isinstance(value, datetime):
+                    raise table.loader.error([*table.path, key, i],
+                                             "expected a local date such as 2026-10-01")
+            return frozenset(values)
+
+        holidays, extra = dates("holidays"), dates("extra_workdays")
+        both = sorted(holidays & extra)
+        if both:
+            raise table.fail("extra_workdays", f"{both[0]} is also listed as a holiday")
+        return WorkCalendar(holidays=holidays, extra_workdays=extra)
+
+    def _supervisors(self, top: _Reader, gateways: Mapping[str, Gateway],
+                     taken: Mapping[str, Party]) -> dict[str, Supervisor]:
+        out: dict[str, Supervisor] = {}
+        for entry in top.tables("supervisors"):
+            sid = entry.string("id", pattern=PARTY_ID)
+            if sid in out or sid in taken:
+                raise entry.fail("id", f"duplicate id {sid!r}")
+            gateway = entry.string("gateway")
+            if gateway not in gateways:
+                raise entry.fail("gateway", f"unknown gateway {gateway!r}")
+            prefixes = entry.strings("prefixes", PREFIX)
+            if not prefixes:
+                raise entry.fail("prefixes", "a supervisor watches at least one division prefix")
+            out[sid] = Supervisor(id=sid, name=entry.string("name"), prefixes=prefixes,
+                                  keys=self._keys(entry, sid), gateway=gateway)
+        return out
 
     @staticmethod
     def _outbox(table: _Reader) -> OutboxSettings:

@@ -22,6 +22,7 @@ from gateway.config import Config, load_config
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.signing import load_private_key
+from gateway.types import Clock
 
 GATEWAYS = ("320100-gw", "320000-gw", "310000-gw")
 SCOPE_NAMES = {pb.SCOPE_INTRA_PROVINCE: "省内通办", pb.SCOPE_CROSS_PROVINCE: "跨省通办",
@@ -81,13 +82,14 @@ def rebind(config: Config, ports: dict[str, tuple[str, str]], data_dir: Path) ->
     return dataclasses.replace(config, gateways=gateways, data_dir=data_dir / config.self_id)
 
 
-def client_for(config: Config, partner_id: str) -> PartnerClient:
-    partner = config.partners[partner_id]
-    gateway = config.gateways[partner.gateway]
+def client_for(config: Config, partner_id: str, clock: Clock | None = None) -> PartnerClient:
+    """A signed client for a partner platform or a supervisor, with its demo key."""
+    party = config.partners.get(partner_id) or config.supervisors[partner_id]
+    gateway = config.gateways[party.gateway]
     key_file = config.source.parent / "demo-keys" / f"{partner_id}.pem"
     key = load_private_key(key_file.read_bytes(), kid=f"{partner_id}#k1")
     return PartnerClient(gateway.grpc, partner_id=partner_id, gateway_id=gateway.id, key=key,
-                         gateway_keys=gateway.keys)
+                         gateway_keys=gateway.keys, clock=clock)
 
 
 async def follow(client: PartnerClient, case_id: str, limit_s: float = 15.0) -> pb.Case:

@@ -1,51 +1,59 @@
-"""The exchange core: admit, forward, update and follow cases.
+"""The exchange core: admit, forward, update, rate and follow cases and bundles.
 
 It owns no socket: callers (the gRPC servicer, in-process platforms) hand it verified
 caller ids and parsed messages; it talks to the store, the route table and the outbox.
+What a change means for the case (timeline, deadlines, events) is gateway/lifecycle.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from gateway.cases import OPEN, TRANSITIONS, Side, State, plan
-from gateway.config import Config, Gateway, Partner
+from gateway import lifecycle
+from gateway.bundles import aggregate
+from gateway.cases import TRANSITIONS, Side, State
+from gateway.config import Config, Gateway, Item, Partner, Supervisor
 from gateway.divisions import resolve
-from gateway.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from gateway.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from gateway.identifiers import mask_id
 from gateway.ids import new_ulid
+from gateway.lifecycle import timestamp
 from gateway.outbox import OutboxWorker
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.routing import Route, RouteTable, Scope, admit
-from gateway.store import CaseRecord, NewOutbox, OutboxEntry, Store
+from gateway.store import BundleRecord, CaseRecord, Effects, NewOutbox, OutboxEntry, Store
 from gateway.types import Clock, PartnerAdapter
-from gateway.validation import MODE_NAMES, check_submit, check_update
+from gateway.validation import MODE_NAMES, check_delivery, check_rating, check_submit, check_update
 
 log = logging.getLogger("tongban.engine")
 SCOPES = {Scope.INTRA_PROVINCE: pb.SCOPE_INTRA_PROVINCE,
           Scope.CROSS_PROVINCE: pb.SCOPE_CROSS_PROVINCE,
           Scope.METRO_CIRCLE: pb.SCOPE_METRO_CIRCLE}
-
-
-def _timestamp(t: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
+MAX_BUNDLE_PARTS = 20
 
 
 class Engine:
     def __init__(self, config: Config, store: Store, adapters: Mapping[str, PartnerAdapter],
-                 clock: Clock) -> None:
+                 clock: Clock, *, on_events: Callable[[list[pb.CaseEvent]], None] | None = None
+                 ) -> None:
         self.config, self.store, self.adapters, self.clock = config, store, adapters, clock
         self.routes = RouteTable.from_config(config)
         self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
+        self.ratio = config.supervision.warning_ratio
         self._watchers: dict[str, set[asyncio.Queue[pb.Case]]] = {}
+        self._tick = asyncio.Event()  # replaced and set whenever events were committed
+        self._on_events = on_events or (lambda events: None)
 
     # -- who is calling ----------------------------------------------------------------
     def _partner(self, caller: str) -> Partner:
@@ -60,6 +68,12 @@ class Engine:
             raise PermissionDenied(f"{caller} is not a gateway linked to this one")
         return party
 
+    def supervisor(self, caller: str) -> Supervisor:
+        party = self.config.party(caller)
+        if not isinstance(party, Supervisor):
+            raise PermissionDenied(f"{caller} is not a supervisor of this gateway")
+        return party
+
     @staticmethod
     def _side(record: CaseRecord, caller: str) -> Side:
         if caller == record.upstream:
@@ -70,16 +84,18 @@ class Engine:
         raise NotFound(f"case {record.case.case_id} not found", field="case_id")
 
     # -- admission -----------------------------------------------------------------------
-    async def submit(self, caller: str, req: gw.SubmitCaseRequest,
-                     digest: str) -> gw.SubmitCaseResponse:
-        """Admit a partner's case; return only once it is durable here."""
-        partner = self._partner(caller)
-        item = check_submit(req, dict(self.config.items))
+    def _new_case(self, partner: Partner, req: gw.SubmitCaseRequest, digest: str,
+                  field: str = "") -> tuple[CaseRecord, Effects, str]:
+        """Check a submission and build its case, ready to store. No I/O."""
+        prefix = f"{field}." if field else ""
+        item = check_submit(req, dict(self.config.items), prefix)
+        if req.HasField("delivery_preference"):
+            check_delivery(req.delivery_preference, f"{prefix}delivery_preference")
         resolution = resolve(req.target_division)
         if resolution is None:
             raise NotFound(f"{req.target_division} is not a GB/T 2260 division code",
-                           field="target_division")
-        route = self.routes.route(resolution.current)
+                           field=f"{prefix}target_division")
+        route = self.routes.route(resolution.current, field=f"{prefix}target_division")
         admission = admit(partner.id[:6], resolution.current, item,
                           self.config.alliances.values())
         now = self.clock.now()
@@ -91,23 +107,88 @@ class Engine:
             item_code=item.code, mode=MODE_NAMES[item.mode], scope=SCOPES[admission.scope],
             alliance=admission.alliance, applicant=req.applicant, form=req.form,
             materials=req.materials, state=pb.CASE_STATE_SUBMITTED,
-            submitted_at=_timestamp(now), updated_at=_timestamp(now))
-        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=_timestamp(now), actor=partner.id,
+            submitted_at=timestamp(now), updated_at=timestamp(now),
+            deadline=timestamp(self._deadline(item, now)))
+        if req.HasField("delivery_preference"):
+            case.delivery_preference.CopyFrom(req.delivery_preference)
+        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(now), actor=partner.id,
                           update_id=f"submit:{case.case_id}")
-        record, duplicate = await self.store.create_case(
-            CaseRecord(case=case, upstream=partner.id, downstream=self._downstream(route),
-                       request_digest=digest),
-            [self._case_outbox(case, route, hops=0, path=[])])
+        record = CaseRecord(case=case, upstream=partner.id, downstream=self._downstream(route),
+                            request_digest=digest)
+        effects = lifecycle.admitted(case, partner.id, self.ratio)
+        effects.outbox.append(self._case_outbox(case, route, hops=0, path=[]))
+        return record, effects, resolution.note
+
+    def _deadline(self, item: Item, now: float) -> float:
+        return self.config.calendar.add(now, item.time_limit_days)
+
+    async def submit(self, caller: str, req: gw.SubmitCaseRequest,
+                     digest: str) -> gw.SubmitCaseResponse:
+        """Admit a partner's case; return only once it is durable here."""
+        partner = self._partner(caller)
+        new, effects, note = self._new_case(partner, req, digest)
+        record, duplicate = await self.store.create_case(new, effects)
         if duplicate and record.request_digest != digest:
             raise AlreadyExists(f"case_number {req.case_number} was used for a different case",
                                 field="case_number")
         if not duplicate:
-            log.info("case %s admitted from %s for %s (%s), applicant %s", case.case_id,
-                     partner.id, resolution.current, admission.scope.value,
-                     mask_id(req.applicant.id_number))
+            log.info("case %s admitted from %s for %s (%s), applicant %s",
+                     record.case.case_id, partner.id, record.case.target_division,
+                     pb.Scope.Name(record.case.scope), mask_id(req.applicant.id_number))
+            self._committed(effects.events)
             self.outbox.kick()
-        return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate,
-                                     division_note=resolution.note)
+        return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate, division_note=note)
+
+    async def submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
+                            digest: str) -> gw.SubmitBundleResponse:
+        """Admit a 一件事 bundle: every part checked first, then all stored in one commit."""
+        partner = self._partner(caller)
+        if not req.bundle_number or len(req.bundle_number) > 64:
+            raise InvalidArgument("is required (1..64 characters)", field="bundle_number")
+        if not req.name.strip():
+            raise InvalidArgument("is required", field="name")
+        if not 2 <= len(req.parts) <= MAX_BUNDLE_PARTS:
+            raise InvalidArgument(f"a bundle has 2..{MAX_BUNDLE_PARTS} parts", field="parts")
+        numbers = [part.case_number for part in req.parts]
+        for i, number in enumerate(numbers):
+            if number in numbers[:i]:
+                raise InvalidArgument(f"case_number {number} appears twice",
+                                      field=f"parts[{i}].case_number")
+        bundle_id = new_ulid(self.clock.now())
+        built = []
+        for i, part in enumerate(req.parts):
+            part_digest = hashlib.sha256(part.SerializeToString()).hexdigest()
+            record, effects, _ = self._new_case(partner, part, part_digest, f"parts[{i}]")
+            record.case.bundle_id = bundle_id
+            for e in effects.events:
+                e.bundle_id = bundle_id
+            effects.outbox[:] = [self._case_outbox(record.case, self.routes.route(
+                record.case.target_division), hops=0, path=[])]
+            built.append((record, effects))
+        bundle = BundleRecord(bundle_id=bundle_id, bundle_number=req.bundle_number,
+                              origin_partner=partner.id, name=req.name,
+                              case_ids=tuple(r.case.case_id for r, _ in built),
+                              request_digest=digest)
+        stored, duplicate = await self.store.create_bundle(bundle, built)
+        if duplicate and stored.request_digest != digest:
+            raise AlreadyExists(f"bundle_number {req.bundle_number} was used for a different "
+                                "bundle", field="bundle_number")
+        if not duplicate:
+            self._committed([e for _, fx in built for e in fx.events])
+            self.outbox.kick()
+        return gw.SubmitBundleResponse(bundle=await self.bundle(caller, stored.bundle_id),
+                                       duplicate=duplicate)
+
+    async def bundle(self, caller: str, bundle_id: str) -> gw.Bundle:
+        found = await self.store.get_bundle(bundle_id)
+        if found is None or found[0].origin_partner != caller:
+            raise NotFound(f"bundle {bundle_id} not found", field="bundle_id")
+        record, parts = found
+        cases = [p.case for p in parts]
+        return gw.Bundle(bundle_id=record.bundle_id, bundle_number=record.bundle_number,
+                         origin_partner=record.origin_partner, name=record.name,
+                         state=int(aggregate([State(c.state) for c in cases])),  # type: ignore[arg-type]
+                         parts=cases)
 
     async def forward(self, caller: str, req: gw.ForwardCaseRequest) -> gw.ForwardCaseResponse:
         """Accept a case from a linked gateway and pass it on (federation)."""
@@ -123,14 +204,18 @@ class Engine:
         if route.next_hop == peer.id:
             raise FailedPrecondition(f"{peer.id} sent back a case this gateway routes to it",
                                      field="case.target_division")
+        effects = lifecycle.admitted(case, peer.id, self.ratio)
+        effects.outbox.append(self._case_outbox(case, route, hops=req.hops,
+                                                path=list(req.path)))
         record, duplicate = await self.store.create_case(
             CaseRecord(case=case, upstream=peer.id, downstream=self._downstream(route)),
-            [self._case_outbox(case, route, hops=req.hops, path=list(req.path))])
+            effects)
         if duplicate and record.upstream != peer.id:
             # a case id seen from another neighbour: say so, but show nothing of it
             raise AlreadyExists(f"case {case.case_id} reached this gateway by another path",
                                 field="case.case_id")
         if not duplicate:
+            self._committed(effects.events)
             self.outbox.kick()
         return gw.ForwardCaseResponse(case=record.case, duplicate=duplicate)
 
@@ -152,38 +237,36 @@ class Engine:
     async def update(self, caller: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
         """Apply a change from either side of a case and pass it on to the other side."""
         check_update(update)
+        from_partner = isinstance(self.config.party(caller), Partner)
+        if from_partner and update.HasField("rating"):
+            raise InvalidArgument("ratings go through RateCase", field="update.rating")
+        if not update.HasField("at"):
+            update.at.CopyFrom(timestamp(self.clock.now()))
+        return await self._apply(caller, update, from_partner=from_partner)
+
+    async def _apply(self, caller: str, update: pb.CaseUpdate, *,
+                     from_partner: bool) -> gw.UpdateCaseResponse:
         current = await self.store.get_case(update.case_id)
         if current is None:
             raise NotFound(f"case {update.case_id} not found", field="update.case_id")
         side = self._side(current, caller)
-        if not update.actor or isinstance(self.config.party(caller), Partner):
+        if not update.actor or from_partner:
             update.actor = caller  # a partner speaks for itself; a peer relays the maker
-        if not update.HasField("at"):
-            update.at.CopyFrom(_timestamp(self.clock.now()))
+        written: list[pb.CaseEvent] = []
 
-        def mutate(record: CaseRecord) -> Sequence[NewOutbox]:
-            case = record.case
-            if update.state:
-                for step in plan(State(case.state), State(update.state), side):
-                    case.state = int(step)  # type: ignore[assignment]
-                    case.timeline.add(state=int(step), at=update.at,  # type: ignore[arg-type]
-                                      actor=update.actor, note=update.note,
-                                      missing_materials=update.missing_materials,
-                                      update_id=update.update_id)
-            elif State(case.state) not in OPEN:
-                raise FailedPrecondition(f"case is {State(case.state).name}",
-                                         field="update.case_id")
-            known = {m.sha256 for m in case.materials}
-            case.materials.extend(m for m in update.supplement if m.sha256 not in known)
-            case.updated_at.CopyFrom(update.at)
+        def mutate(record: CaseRecord) -> Effects:
+            fx = lifecycle.apply(record.case, update, side, self.ratio)
             other = record.downstream if side is Side.ORIGIN else record.upstream
             payload = gw.UpdateCaseRequest(update=update).SerializeToString()
-            return [NewOutbox(destination=other, case_id=case.case_id, kind="update",
-                              payload=payload)]
+            fx.outbox.append(NewOutbox(destination=other, case_id=update.case_id,
+                                       kind="update", payload=payload))
+            written.extend(fx.events)
+            return fx
 
         record, duplicate = await self.store.update_case(update.case_id, update.update_id, mutate)
         if not duplicate:
             self._notify(record.case)
+            self._committed(written)
             self.outbox.kick()
         return gw.UpdateCaseResponse(case=record.case, duplicate=duplicate)
 
@@ -192,6 +275,38 @@ class Engine:
                                state=pb.CASE_STATE_CANCELLED, note=req.reason)
         answer = await self.update(caller, update)
         return gw.CancelCaseResponse(case=answer.case)
+
+    async def rate(self, caller: str, req: gw.RateCaseRequest) -> gw.RateCaseResponse:
+        """好差评: one rating per case; the same rating again is a harmless retry."""
+        self._partner(caller)
+        check_rating(req.score, req.channel)
+        if len(req.comment) > 1024:
+            raise InvalidArgument("at most 1024 characters", field="comment")
+        now = self.clock.now()
+        rating = pb.Rating(score=req.score, channel=req.channel, comment=req.comment,
+                           at=timestamp(now), rater=caller)
+        if req.score <= 2:  # 差评 opens a rectification (整改) with its own deadline
+            rating.rectification_deadline.CopyFrom(timestamp(self.config.calendar.add(
+                now, self.config.supervision.rectification_days)))
+        key = hashlib.sha256(f"{req.score}|{req.channel}|{req.comment}".encode()).hexdigest()
+        update = pb.CaseUpdate(case_id=req.case_id, update_id=f"rate:{key[:32]}",
+                               rating=rating, actor=caller, at=timestamp(now))
+        answer = await self._apply(caller, update, from_partner=True)
+        return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
+
+    async def fire_timer(self, case_id: str, kind: str, due_at: float) -> None:
+        """电子监察: a deadline came due; record its event once."""
+        written: list[pb.CaseEvent] = []
+
+        def mutate(record: CaseRecord) -> Effects:
+            fx = lifecycle.fire(record.case, kind, due_at, self.ratio)
+            written.extend(fx.events)
+            return fx
+
+        _, duplicate = await self.store.update_case(case_id, f"timer:{kind}:{due_at:.3f}",
+                                                    mutate)
+        if not duplicate:
+            self._committed(written)
 
     async def get(self, caller: str, case_id: str) -> pb.Case:
         record = await self.store.get_case(case_id)
@@ -221,6 +336,18 @@ class Engine:
         for queue in self._watchers.get(case.case_id, ()):
             queue.put_nowait(case)
 
+    # -- events ------------------------------------------------------------------------
+    def _committed(self, events: list[pb.CaseEvent]) -> None:
+        """Wake subscribers: new events are in the store."""
+        if events:
+            self._on_events(events)
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    def next_tick(self) -> asyncio.Event:
+        """Set once more events are committed; take it before reading the log."""
+        return self._tick
+
     def list_items(self, alliance: str) -> gw.ListItemsResponse:
         if alliance and alliance not in self.config.alliances:
             raise NotFound(f"alliance {alliance} is not configured", field="alliance")
@@ -247,18 +374,21 @@ class Engine:
             await self.store.finish_outbox(entry.id)
             return
         await adapter.deliver_case(entry.payload)
+        written: list[pb.CaseEvent] = []
 
-        def forwarded(record: CaseRecord) -> Sequence[NewOutbox]:
+        def forwarded(record: CaseRecord) -> Effects:
+            fx = Effects()
             if record.case.state == pb.CASE_STATE_SUBMITTED:
-                now = _timestamp(self.clock.now())
-                record.case.state = pb.CASE_STATE_FORWARDED
-                record.case.updated_at.CopyFrom(now)
-                record.case.timeline.add(state=pb.CASE_STATE_FORWARDED, at=now,
-                                         actor=self.config.self_id,
-                                         note=f"delivered to {entry.destination}",
-                                         update_id=f"delivered:{entry.id}")
-            return []
+                update = pb.CaseUpdate(case_id=entry.case_id, update_id=f"delivered:{entry.id}",
+                                       state=pb.CASE_STATE_FORWARDED,
+                                       actor=self.config.self_id,
+                                       note=f"delivered to {entry.destination}",
+                                       at=timestamp(self.clock.now()))
+                fx = lifecycle.apply(record.case, update, Side.GATEWAY, self.ratio)
+                written.extend(fx.events)
+            return fx
 
         record, _ = await self.store.update_case(entry.case_id, f"delivered:{entry.id}",
                                                  forwarded, done_outbox=entry.id)
         self._notify(record.case)
+        self._committed(written)

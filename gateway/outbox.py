@@ -54,6 +54,9 @@ class OutboxWorker:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
 
+    def observe(self, observer: Observer) -> None:
+        self._observe = observer
+
     def kick(self) -> None:
         self._wake.set()
 

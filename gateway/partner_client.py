@@ -62,16 +62,43 @@ class PartnerClient:
         return list((await self._call("ListItems", gw.ListItemsRequest(alliance=alliance),
                                       gw.ListItemsResponse)).items)
 
-    async def watch(self, case_id: str) -> AsyncIterator[pb.Case]:
-        body = gw.WatchCaseRequest(case_id=case_id).SerializeToString()
-        method = SERVICE + "WatchCase"
+    async def rate(self, case_id: str, score: int, channel: pb.RatingChannel.ValueType,
+                   comment: str = "") -> gw.RateCaseResponse:
+        return await self._call("RateCase", gw.RateCaseRequest(
+            case_id=case_id, score=score, channel=channel, comment=comment),
+            gw.RateCaseResponse)
+
+    async def submit_bundle(self, **fields: Any) -> gw.SubmitBundleResponse:
+        return await self._call("SubmitBundle", gw.SubmitBundleRequest(**fields),
+                                gw.SubmitBundleResponse)
+
+    async def bundle(self, bundle_id: str) -> gw.Bundle:
+        return (await self._call("GetBundle", gw.GetBundleRequest(bundle_id=bundle_id),
+                                 gw.GetBundleResponse)).bundle
+
+    async def _stream(self, name: str, request: Message, answer: type[M]) -> AsyncIterator[M]:
+        body = request.SerializeToString()
+        method = SERVICE + name
         token, _ = sign(self._key, iss=self.partner_id, aud=self.gateway_id, method=method,
                         body=body, now=self._clock.now())
-        stream = self._stream_channel.unary_stream(
-            method, response_deserializer=gw.WatchCaseResponse.FromString)
-        call = stream(body, metadata=((HEADER, token),))
+        call = self._stream_channel.unary_stream(method, response_deserializer=answer.FromString
+                                                 )(body, metadata=((HEADER, token),))
         try:
-            async for answer in call:
-                yield answer.case
+            async for message in call:
+                yield message
         except grpc.aio.AioRpcError as exc:
             raise CallError(exc.code(), f"{self.gateway_id}: {exc.details()}") from None
+        finally:
+            call.cancel()
+
+    async def watch(self, case_id: str) -> AsyncIterator[pb.Case]:
+        async for answer in self._stream("WatchCase", gw.WatchCaseRequest(case_id=case_id),
+                                         gw.WatchCaseResponse):
+            yield answer.case
+
+    async def subscribe(self, after: int = 0, kinds: Sequence[pb.EventKind.ValueType] = ()
+                        ) -> AsyncIterator[pb.CaseEvent]:
+        """审管联动 feed (supervisors only): events after the cursor, then live."""
+        async for answer in self._stream("Subscribe", gw.SubscribeRequest(
+                after=after, kinds=kinds), gw.SubscribeResponse):
+            yield answer.event

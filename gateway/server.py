@@ -22,6 +22,7 @@ from gateway.engine import Engine
 from gateway.errors import GatewayError, InvalidArgument, Unavailable
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, Claims, SigningKey, Verifier, body_digest, sign
+from gateway.supervision import subscribe
 from gateway.types import Clock
 
 log = logging.getLogger("tongban.server")
@@ -65,6 +66,9 @@ class GatewayServicer:
             "UpdateCase": (gw.UpdateCaseRequest, self._update),
             "CancelCase": (gw.CancelCaseRequest, self._cancel),
             "ListItems": (gw.ListItemsRequest, self._items),
+            "RateCase": (gw.RateCaseRequest, self._rate),
+            "SubmitBundle": (gw.SubmitBundleRequest, self._submit_bundle),
+            "GetBundle": (gw.GetBundleRequest, self._get_bundle),
         }
         handlers: dict[str, grpc.RpcMethodHandler] = {
             name: grpc.unary_unary_rpc_method_handler(self._unary(name, cls, fn))
@@ -72,6 +76,8 @@ class GatewayServicer:
         }
         handlers["WatchCase"] = grpc.unary_stream_rpc_method_handler(
             self._watch, response_serializer=lambda m: m.SerializeToString())
+        handlers["Subscribe"] = grpc.unary_stream_rpc_method_handler(
+            self._subscribe, response_serializer=lambda m: m.SerializeToString())
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _verify(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
@@ -152,6 +158,34 @@ class GatewayServicer:
 
     async def _items(self, caller: str, req: gw.ListItemsRequest, body: bytes) -> Message:
         return self.engine.list_items(req.alliance)
+
+    async def _rate(self, caller: str, req: gw.RateCaseRequest, body: bytes) -> Message:
+        return await self.engine.rate(caller, req)
+
+    async def _submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
+                             body: bytes) -> Message:
+        return await self.engine.submit_bundle(caller, req, body_digest(body))
+
+    async def _get_bundle(self, caller: str, req: gw.GetBundleRequest, body: bytes) -> Message:
+        return gw.GetBundleResponse(bundle=await self.engine.bundle(caller, req.bundle_id))
+
+    async def _subscribe(self, body: bytes,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+        """审管联动: a supervisor's event feed; audited when it opens."""
+        method = f"/{SERVICE}/Subscribe"
+        claims: Claims | None = None
+        try:
+            claims = self._verify(context, method, body)
+            req = self._parse(gw.SubscribeRequest, body)
+            events = subscribe(self.engine, claims.iss, req)  # refuses before streaming
+            await self._audit(method, claims, body, "", "OK", f"after={req.after}")
+            async for event in events:
+                yield gw.SubscribeResponse(event=event)
+        except Exception as exc:
+            error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
+            with contextlib.suppress(GatewayError):
+                await self._audit(method, claims, body, "", error.code.name, error.details())
+            await self._abort(context, exc, method)
 
     async def _watch(self, body: bytes,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:

@@ -52,28 +52,54 @@ def check_materials(materials: Iterable[pb.MaterialRef], field: str) -> None:
                                   field=f"{where}.media_type")
 
 
-def check_submit(req: gw.SubmitCaseRequest, items: dict[str, Item]) -> Item:
-    """Check a SubmitCaseRequest; return its catalogue item."""
+def check_submit(req: gw.SubmitCaseRequest, items: dict[str, Item], prefix: str = "") -> Item:
+    """Check a SubmitCaseRequest (or a bundle's part: prefix "parts[2].");
+    return its catalogue item."""
     if not CASE_NUMBER.match(req.case_number):
-        raise InvalidArgument("must be 1..64 letters, digits or -_./:", field="case_number")
+        raise InvalidArgument("must be 1..64 letters, digits or -_./:",
+                              field=f"{prefix}case_number")
     if not re.fullmatch(r"[0-9]{6}", req.target_division):
-        raise InvalidArgument("must be a 6-digit GB/T 2260 code", field="target_division")
+        raise InvalidArgument("must be a 6-digit GB/T 2260 code",
+                              field=f"{prefix}target_division")
     if not req.item_code:
-        raise InvalidArgument("is required", field="item_code")
+        raise InvalidArgument("is required", field=f"{prefix}item_code")
     item = items.get(req.item_code)
     if item is None:
-        raise NotFound(f"item {req.item_code} is not in the catalogue", field="item_code")
+        raise NotFound(f"item {req.item_code} is not in the catalogue",
+                       field=f"{prefix}item_code")
     if req.mode not in (pb.HANDLING_MODE_UNSPECIFIED, MODE_NAMES[item.mode]):
-        raise InvalidArgument(f"item {item.code} is handled as {item.mode}", field="mode")
-    check_applicant(req.applicant, "applicant")
+        raise InvalidArgument(f"item {item.code} is handled as {item.mode}",
+                              field=f"{prefix}mode")
+    check_applicant(req.applicant, f"{prefix}applicant")
     if len(req.form) > MAX_FORM_FIELDS:
-        raise InvalidArgument(f"at most {MAX_FORM_FIELDS} fields", field="form")
+        raise InvalidArgument(f"at most {MAX_FORM_FIELDS} fields", field=f"{prefix}form")
     for key, value in req.form.items():
         if not key or len(key) > 64 or len(value) > 4096:
             raise InvalidArgument("keys are 1..64 and values up to 4096 characters",
-                                  field=f"form[{key!r}]")
-    check_materials(req.materials, "materials")
+                                  field=f"{prefix}form[{key!r}]")
+    check_materials(req.materials, f"{prefix}materials")
     return item
+
+
+def check_delivery(delivery: pb.ResultDelivery, field: str) -> None:
+    """Each delivery method names what a citizen needs to get the result."""
+    needs = {pb.DELIVERY_METHOD_WINDOW: ("window",),
+             pb.DELIVERY_METHOD_POSTAL: ("carrier", "tracking_number"),
+             pb.DELIVERY_METHOD_ELECTRONIC: ("certificate_ref",)}.get(delivery.method)
+    if needs is None:
+        raise InvalidArgument("must be WINDOW, POSTAL or ELECTRONIC", field=f"{field}.method")
+    for name in needs:
+        value = getattr(delivery, name)
+        if not value.strip() or len(value) > 128:
+            raise InvalidArgument(f"is required for {pb.DeliveryMethod.Name(delivery.method)}"
+                                  " (1..128 characters)", field=f"{field}.{name}")
+
+
+def check_rating(score: int, channel: int) -> None:
+    if not 1 <= score <= 5:
+        raise InvalidArgument("must be 1..5", field="score")
+    if channel not in pb.RatingChannel.values() or channel == pb.RATING_CHANNEL_UNSPECIFIED:
+        raise InvalidArgument("must name the channel the rating came from", field="channel")
 
 
 def check_update(update: pb.CaseUpdate) -> None:
@@ -81,9 +107,22 @@ def check_update(update: pb.CaseUpdate) -> None:
         raise InvalidArgument("is required", field="update.case_id")
     if not UPDATE_ID.match(update.update_id):
         raise InvalidArgument("must be 1..80 letters, digits or -_.:", field="update.update_id")
-    if not update.state and not update.supplement and not update.note:
-        raise InvalidArgument("an update changes the state, adds a supplement or a note",
+    if not (update.state or update.supplement or update.note or update.HasField("delivery")
+            or update.HasField("rating") or update.rectification_report):
+        raise InvalidArgument("an update changes the state, adds a supplement, a note, a "
+                              "delivery, a rating or a rectification report",
                               field="update.state")
     if update.state and update.state not in pb.CaseState.values():
         raise InvalidArgument(f"unknown state {update.state}", field="update.state")
     check_materials(update.supplement, "update.supplement")
+    if update.HasField("delivery"):
+        check_delivery(update.delivery, "update.delivery")
+    if update.HasField("commitment_deadline") and (
+            update.state != pb.CASE_STATE_ACCEPTED or not update.missing_materials):
+        raise InvalidArgument("a commitment deadline comes with state ACCEPTED and the "
+                              "missing_materials it covers (容缺受理/告知承诺)",
+                              field="update.commitment_deadline")
+    if update.HasField("rating"):
+        check_rating(update.rating.score, update.rating.channel)
+    if len(update.rectification_report) > 4096:
+        raise InvalidArgument("at most 4096 characters", field="update.rectification_report")

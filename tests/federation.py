@@ -19,10 +19,25 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTNERS_TOML = ROOT / "partners.toml"
 
 
+class FakeClock:
+    """Wall time that moves only when a test says so; gateways and clients share it, so
+    signatures stay valid across a jump of days."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
 @dataclass
 class Federation:
     apps: dict[str, GatewayApp]
     clients: dict[str, PartnerClient] = field(default_factory=dict)
+    clock: Clock | None = None
 
     @property
     def config(self) -> Config:
@@ -33,7 +48,7 @@ class Federation:
 
     def client(self, partner_id: str) -> PartnerClient:
         if partner_id not in self.clients:
-            self.clients[partner_id] = client_for(self.config, partner_id)
+            self.clients[partner_id] = client_for(self.config, partner_id, self.clock)
         return self.clients[partner_id]
 
     def platform(self, partner_id: str) -> EmbeddedAdapter:
@@ -58,7 +73,7 @@ async def federation(tmp_path: Path, *, auto: str = "complete", clock: Clock | N
     apps = {g: GatewayApp(rebind(load_config(PARTNERS_TOML, self_id=g, text=text), ports,
                                  tmp_path), clock=clock)
             for g in gateways}
-    fed = Federation(apps)
+    fed = Federation(apps, clock=clock)
     started: list[GatewayApp] = []
     try:
         for app in apps.values():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import FailedPrecondition, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.store import CaseRecord, NewOutbox
+from gateway.store import CaseRecord, Effects, NewOutbox
 from gateway.store.sqlite import SqliteStore
 
 
@@ -29,7 +28,7 @@ def outbox(n: int, what: str = "case") -> NewOutbox:
 async def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "g.sqlite3")
     await store.open()
-    results = await asyncio.gather(*(store.create_case(record(n), [outbox(n)])
+    results = await asyncio.gather(*(store.create_case(record(n), Effects(outbox=[outbox(n)]))
                                      for n in range(500)))
     assert not any(dup for _, dup in results)
     assert await store.count_cases() == 500 and await store.count_outbox() == 500
@@ -46,9 +45,9 @@ async def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> N
 async def test_dedup_by_case_id_and_by_case_number() -> None:
     store = SqliteStore(":memory:")
     await store.open()
-    await store.create_case(record(1), [outbox(1)])
-    _, dup_id = await store.create_case(record(1, number="other"), [outbox(1)])
-    again, dup_number = await store.create_case(record(2, number="N1"), [outbox(2)])
+    await store.create_case(record(1), Effects(outbox=[outbox(1)]))
+    _, dup_id = await store.create_case(record(1, number="other"), Effects(outbox=[outbox(1)]))
+    again, dup_number = await store.create_case(record(2, number="N1"), Effects(outbox=[outbox(2)]))
     assert dup_id and dup_number and again.case.case_id == "C00001"
     assert await store.count_cases() == 1 and await store.count_outbox() == 1
     await store.close()
@@ -58,13 +57,13 @@ async def test_dedup_by_case_id_and_by_case_number() -> None:
 async def test_a_failing_operation_rolls_back_alone() -> None:
     store = SqliteStore(":memory:")
     await store.open()
-    await asyncio.gather(*(store.create_case(record(n), []) for n in range(3)))
+    await asyncio.gather(*(store.create_case(record(n), Effects()) for n in range(3)))
 
-    def ok(rec: CaseRecord) -> Sequence[NewOutbox]:
+    def ok(rec: CaseRecord) -> Effects:
         rec.case.state = pb.CASE_STATE_FORWARDED
-        return [outbox(0, "update")]
+        return Effects(outbox=[outbox(0, "update")])
 
-    def bad(rec: CaseRecord) -> Sequence[NewOutbox]:
+    def bad(rec: CaseRecord) -> Effects:
         rec.case.state = pb.CASE_STATE_COMPLETED
         raise FailedPrecondition("no")
 
@@ -91,8 +90,8 @@ async def test_a_failing_operation_rolls_back_alone() -> None:
 async def test_outbox_gives_the_oldest_due_entry_of_each_case() -> None:
     store = SqliteStore(":memory:")
     await store.open()
-    await store.create_case(record(1), [outbox(1), outbox(1, "update")])
-    await store.create_case(record(2), [outbox(2)])
+    await store.create_case(record(1), Effects(outbox=[outbox(1), outbox(1, "update")]))
+    await store.create_case(record(2), Effects(outbox=[outbox(2)]))
     due = await store.due_outbox(now=10.0, limit=10)
     assert [(e.case_id, e.kind) for e in due] == [("C00001", "case"), ("C00002", "case")]
     await store.retry_outbox(due[0].id, next_at=100.0, error="down")
@@ -101,4 +100,54 @@ async def test_outbox_gives_the_oldest_due_entry_of_each_case() -> None:
     await store.finish_outbox(due[0].id)
     due = await store.due_outbox(now=200.0, limit=10)
     assert [(e.case_id, e.kind, e.attempts) for e in due] == [("C00001", "case", 1)]
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_dead_entries_hold_back_their_case_and_breakers_skip_destinations() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    await store.create_case(record(1), Effects(outbox=[outbox(1), outbox(1, "update")]))
+    await store.create_case(record(2), Effects(outbox=[NewOutbox(
+        destination="310000-gw", case_id="C00002", kind="case", payload=b"x")]))
+    due = await store.due_outbox(now=10.0, limit=10)
+    await store.retry_outbox(due[0].id, next_at=0.0, error="refused", dead=True)
+    due = await store.due_outbox(now=10.0, limit=10)
+    assert [e.case_id for e in due] == ["C00002"]  # C00001's update waits behind the dead case
+    assert await store.due_outbox(now=10.0, limit=10, skip=frozenset({"310000-gw"})) == []
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_events_timers_and_bundles_commit_with_their_case() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    event = pb.CaseEvent(kind=pb.EVENT_KIND_STATE_CHANGED, case_id="C00001")
+    await store.create_case(record(1), Effects(events=[event], timers={"warning": 5.0,
+                                                                        "overdue": 9.0}))
+
+    def pause(rec: CaseRecord) -> Effects:
+        rec.case.state = pb.CASE_STATE_SUPPLEMENT_REQUESTED
+        return Effects(events=[event, event])
+
+    def resume(rec: CaseRecord) -> Effects:
+        rec.case.state = pb.CASE_STATE_PROCESSING
+        return Effects(shift_s=100.0, timers={"commitment": 50.0})
+
+    await store.update_case("C00001", "p", pause)
+    assert await store.due_timers(now=20.0, limit=10) == []  # paused in 补正
+    await store.update_case("C00001", "r", resume)
+    timers = await store.due_timers(now=200.0, limit=10)
+    assert [(t.kind, t.due_at) for t in timers] == [("commitment", 50.0), ("warning", 105.0),
+                                                    ("overdue", 109.0)]
+    events = await store.read_events(after=0, limit=10)
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert [e.seq for e in await store.read_events(after=2, limit=10)] == [3]
+
+    def failing(rec: CaseRecord) -> Effects:
+        raise FailedPrecondition("no")
+
+    with pytest.raises(FailedPrecondition):
+        await store.update_case("C00001", "x", failing)
+    assert len(await store.read_events(after=0, limit=10)) == 3  # nothing of it kept
     await store.close()

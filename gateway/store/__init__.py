@@ -1,5 +1,13 @@
-"""Persistence: one protocol (base.py), SQLite as the embedded default (sqlite.py)."""
+"""Persistence: the store protocol and its records."""
 
-from gateway.store.base import CaseRecord, NewOutbox, OutboxEntry, Store
+from gateway.store.base import (
+    BundleRecord,
+    CaseRecord,
+    Effects,
+    NewOutbox,
+    OutboxEntry,
+    Store,
+    Timer,
+)
 
-__all__ = ["CaseRecord", "NewOutbox", "OutboxEntry", "Store"]
+__all__ = ["BundleRecord", "CaseRecord", "Effects", "NewOutbox", "OutboxEntry", "Store", "Timer"]

@@ -7,7 +7,7 @@ the outbox rows it causes and the idempotency record commit together or not at a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.audit import AuditEntry
@@ -44,7 +44,35 @@ class OutboxEntry:
     attempts: int
 
 
-Mutation = Callable[[CaseRecord], Sequence[NewOutbox]]
+@dataclass(slots=True)
+class Effects:
+    """What a change causes, committed with it: messages, events, deadline timers."""
+
+    outbox: list[NewOutbox] = field(default_factory=list)
+    events: list[pb.CaseEvent] = field(default_factory=list)
+    timers: dict[str, float | None] = field(default_factory=dict)  # kind -> due; None: cancel
+    shift_s: float = 0.0  # move the case's deadline timers later (time spent in 补正)
+    fired: str = ""  # a timer that went off but stays, marked (overdue: counted as such)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    case_id: str
+    kind: str  # "warning" | "overdue" | "commitment" | "rectification"
+    due_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BundleRecord:
+    bundle_id: str
+    bundle_number: str
+    origin_partner: str
+    name: str
+    case_ids: tuple[str, ...]
+    request_digest: str = ""
+
+
+Mutation = Callable[[CaseRecord], Effects]
 
 
 class Store(Protocol):
@@ -53,11 +81,35 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def create_case(self, record: CaseRecord,
-                          outbox: Sequence[NewOutbox]) -> tuple[CaseRecord, bool]:
+                          effects: Effects) -> tuple[CaseRecord, bool]:
         """Insert a case unless its case_id or (origin_partner, case_number) exists.
 
         Returns the stored record and True when it existed already (nothing changed).
         """
+        ...
+
+    async def create_bundle(self, bundle: BundleRecord,
+                            parts: Sequence[tuple[CaseRecord, Effects]]
+                            ) -> tuple[BundleRecord, bool]:
+        """Insert a bundle and all its cases at once, unless (origin, bundle_number) exists.
+
+        A part whose (origin, case_number) is taken fails the whole bundle (AlreadyExists).
+        """
+        ...
+
+    async def get_bundle(self, bundle_id: str) -> tuple[BundleRecord, list[CaseRecord]] | None:
+        ...
+
+    async def read_events(self, after: int, limit: int) -> list[pb.CaseEvent]:
+        """Events with seq > after, oldest first, seq filled in."""
+        ...
+
+    async def due_timers(self, now: float, limit: int) -> list[Timer]:
+        """Timers due by now, except deadline timers of cases paused in 补正."""
+        ...
+
+    async def case_counts(self, now: float) -> dict[str, int]:
+        """Gauges for /metrics: open, overdue (alarm raised, still open), outbox, dead."""
         ...
 
     async def get_case(self, case_id: str) -> CaseRecord | None: ...

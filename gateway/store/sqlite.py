@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit import GENESIS, AuditEntry, chain_hash
-from gateway.errors import GatewayError
+from gateway.errors import AlreadyExists, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.store.base import CaseRecord, Mutation, NewOutbox, OutboxEntry
+from gateway.store.base import (
+    BundleRecord,
+    CaseRecord,
+    Effects,
+    Mutation,
+    OutboxEntry,
+    Timer,
+)
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -57,6 +65,28 @@ CREATE TABLE IF NOT EXISTS outbox (
   dead INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id, id);
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  case_id TEXT NOT NULL,
+  body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS timers (
+  case_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  due_at REAL NOT NULL,
+  fired INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (case_id, kind)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_at);
+CREATE TABLE IF NOT EXISTS bundles (
+  bundle_id TEXT PRIMARY KEY,
+  origin_partner TEXT NOT NULL,
+  bundle_number TEXT NOT NULL,
+  name TEXT NOT NULL,
+  case_ids TEXT NOT NULL,
+  request_digest TEXT NOT NULL,
+  UNIQUE (origin_partner, bundle_number)
+);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY,
   at REAL NOT NULL, caller TEXT NOT NULL, method TEXT NOT NULL, case_id TEXT NOT NULL,
@@ -64,6 +94,8 @@ CREATE TABLE IF NOT EXISTS audit (
   detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
 """
+RECORD_COLUMNS = "upstream, downstream, request_digest, record"
+BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
 
@@ -177,30 +209,104 @@ class SqliteStore:
 
     # -- operations ------------------------------------------------------------------
     async def create_case(self, record: CaseRecord,
-                          outbox: Sequence[NewOutbox]) -> tuple[CaseRecord, bool]:
+                          effects: Effects) -> tuple[CaseRecord, bool]:
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
-            case = record.case
-            row = conn.execute(
-                "SELECT upstream, downstream, request_digest, record FROM cases WHERE case_id=? "
-                "OR (origin_partner=? AND case_number=?)",
-                (case.case_id, case.origin_partner, case.case_number)).fetchone()
-            if row is not None:
-                return _record(row), True
-            conn.execute(
-                "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?)",
-                (case.case_id, case.origin_partner, case.case_number, case.state,
-                 record.upstream, record.downstream, record.request_digest,
-                 case.SerializeToString()))
-            _insert_outbox(conn, outbox)
+            existing = _find_case(conn, record.case)
+            if existing is not None:
+                return existing, True
+            _insert_case(conn, record, effects)
             return record, False
 
         result: tuple[CaseRecord, bool] = await self._run(op)
         return result
 
+    async def create_bundle(self, bundle: BundleRecord,
+                            parts: Sequence[tuple[CaseRecord, Effects]]
+                            ) -> tuple[BundleRecord, bool]:
+        def op(conn: sqlite3.Connection) -> tuple[BundleRecord, bool]:
+            row = conn.execute(
+                f"SELECT {BUNDLE_COLUMNS} FROM bundles WHERE origin_partner=? AND "
+                "bundle_number=?", (bundle.origin_partner, bundle.bundle_number)).fetchone()
+            if row is not None:
+                return _bundle(row), True
+            for i, (record, effects) in enumerate(parts):
+                if _find_case(conn, record.case) is not None:
+                    raise AlreadyExists(f"case_number {record.case.case_number} is already "
+                                        "used by another case", field=f"parts[{i}].case_number")
+                _insert_case(conn, record, effects)
+            conn.execute(f"INSERT INTO bundles ({BUNDLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                         (bundle.bundle_id, bundle.origin_partner, bundle.bundle_number,
+                          bundle.name, json.dumps(bundle.case_ids), bundle.request_digest))
+            return bundle, False
+
+        result: tuple[BundleRecord, bool] = await self._run(op)
+        return result
+
+    async def get_bundle(self, bundle_id: str) -> tuple[BundleRecord, list[CaseRecord]] | None:
+        def op(conn: sqlite3.Connection) -> tuple[BundleRecord, list[CaseRecord]] | None:
+            row = conn.execute(f"SELECT {BUNDLE_COLUMNS} FROM bundles WHERE bundle_id=?",
+                               (bundle_id,)).fetchone()
+            if row is None:
+                return None
+            bundle = _bundle(row)
+            parts = []
+            for case_id in bundle.case_ids:
+                found = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
+                                     (case_id,)).fetchone()
+                parts.append(_record(found))
+            return bundle, parts
+
+        result: tuple[BundleRecord, list[CaseRecord]] | None = await self._run(op)
+        return result
+
+    async def read_events(self, after: int, limit: int) -> list[pb.CaseEvent]:
+        def op(conn: sqlite3.Connection) -> list[pb.CaseEvent]:
+            rows = conn.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq "
+                                "LIMIT ?", (after, limit)).fetchall()
+            out = []
+            for seq, body in rows:
+                event = pb.CaseEvent.FromString(body)
+                event.seq = seq
+                out.append(event)
+            return out
+
+        result: list[pb.CaseEvent] = await self._run(op)
+        return result
+
+    async def due_timers(self, now: float, limit: int) -> list[Timer]:
+        def op(conn: sqlite3.Connection) -> list[Timer]:
+            rows = conn.execute(
+                "SELECT t.case_id, t.kind, t.due_at FROM timers t JOIN cases c "
+                "ON c.case_id = t.case_id WHERE t.due_at <= ? AND t.fired = 0 "
+                "AND NOT (c.state = ? AND t.kind IN ('warning', 'overdue')) "
+                "ORDER BY t.due_at LIMIT ?",
+                (now, pb.CASE_STATE_SUPPLEMENT_REQUESTED, limit)).fetchall()
+            return [Timer(*row) for row in rows]
+
+        result: list[Timer] = await self._run(op)
+        return result
+
+    async def case_counts(self, now: float) -> dict[str, int]:
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            open_states = (pb.CASE_STATE_REJECTED, pb.CASE_STATE_RESULT_DELIVERED,
+                           pb.CASE_STATE_CANCELLED, pb.CASE_STATE_EXPIRED)
+            return {
+                "open": conn.execute("SELECT COUNT(*) FROM cases WHERE state NOT IN "
+                                     "(?,?,?,?)", open_states).fetchone()[0],
+                "overdue": conn.execute("SELECT COUNT(*) FROM timers WHERE kind='overdue' "
+                                        "AND fired = 1").fetchone()[0],
+                "outbox": conn.execute("SELECT COUNT(*) FROM outbox WHERE dead=0"
+                                       ).fetchone()[0],
+                "dead": conn.execute("SELECT COUNT(*) FROM outbox WHERE dead=1").fetchone()[0],
+            }
+
+        result: dict[str, int] = await self._run(op)
+        return result
+
     async def get_case(self, case_id: str) -> CaseRecord | None:
         def op(conn: sqlite3.Connection) -> CaseRecord | None:
-            row = conn.execute("SELECT upstream, downstream, request_digest, record FROM cases "
-                               "WHERE case_id=?", (case_id,)).fetchone()
+            row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
+                               (case_id,)).fetchone()
             return None if row is None else _record(row)
 
         result: CaseRecord | None = await self._run(op)
@@ -209,8 +315,8 @@ class SqliteStore:
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
                           done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | None:
-            row = conn.execute("SELECT upstream, downstream, request_digest, record FROM cases "
-                               "WHERE case_id=?", (case_id,)).fetchone()
+            row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
+                               (case_id,)).fetchone()
             if row is None:
                 return None
             record = _record(row)
@@ -220,16 +326,14 @@ class SqliteStore:
                                  (case_id, update_id)).rowcount
             if not fresh:
                 return record, True
-            outbox = mutate(record)
+            effects = mutate(record)
             conn.execute("UPDATE cases SET state=?, record=? WHERE case_id=?",
                          (record.case.state, record.case.SerializeToString(), case_id))
-            _insert_outbox(conn, outbox)
+            _apply_effects(conn, case_id, effects)
             return record, False
 
         result: tuple[CaseRecord, bool] | None = await self._run(op)
         if result is None:
-            from gateway.errors import NotFound
-
             raise NotFound(f"case {case_id} not found", field="case_id")
         return result
 
@@ -362,8 +466,46 @@ def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
     return CaseRecord(case=case, upstream=row[0], downstream=row[1], request_digest=row[2])
 
 
-def _insert_outbox(conn: sqlite3.Connection, outbox: Sequence[NewOutbox]) -> None:
-    if outbox:
+def _find_case(conn: sqlite3.Connection, case: pb.Case) -> CaseRecord | None:
+    row = conn.execute(
+        f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=? "
+        "OR (origin_partner=? AND case_number=?)",
+        (case.case_id, case.origin_partner, case.case_number)).fetchone()
+    return None if row is None else _record(row)
+
+
+def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects) -> None:
+    case = record.case
+    conn.execute(
+        "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?)",
+        (case.case_id, case.origin_partner, case.case_number, case.state,
+         record.upstream, record.downstream, record.request_digest,
+         case.SerializeToString()))
+    _apply_effects(conn, case.case_id, effects)
+
+
+def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects) -> None:
+    if effects.outbox:
         conn.executemany(
             "INSERT INTO outbox (destination, case_id, kind, payload) VALUES (?,?,?,?)",
-            [(o.destination, o.case_id, o.kind, o.payload) for o in outbox])
+            [(o.destination, o.case_id, o.kind, o.payload) for o in effects.outbox])
+    if effects.events:
+        conn.executemany("INSERT INTO events (case_id, body) VALUES (?,?)",
+                         [(e.case_id, e.SerializeToString()) for e in effects.events])
+    if effects.shift_s:
+        conn.execute("UPDATE timers SET due_at = due_at + ?, fired = 0 WHERE case_id=? AND "
+                     "kind IN ('warning', 'overdue')", (effects.shift_s, case_id))
+    for kind, due in effects.timers.items():
+        if due is None:
+            conn.execute("DELETE FROM timers WHERE case_id=? AND kind=?", (case_id, kind))
+        else:
+            conn.execute("INSERT OR REPLACE INTO timers VALUES (?,?,?,0)", (case_id, kind, due))
+    if effects.fired:
+        conn.execute("UPDATE timers SET fired = 1 WHERE case_id=? AND kind=?",
+                     (case_id, effects.fired))
+
+
+def _bundle(row: tuple[str, str, str, str, str, str]) -> BundleRecord:
+    return BundleRecord(bundle_id=row[0], origin_partner=row[1], bundle_number=row[2],
+                        name=row[3], case_ids=tuple(json.loads(row[4])),
+                        request_digest=row[5])

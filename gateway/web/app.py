@@ -1,15 +1,17 @@
-"""HTTP endpoints: GET /.well-known/jwks.json (our public keys) and GET /healthz."""
+"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz and
+GET /metrics (Prometheus text format)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.config import Config
 
 
-def make_app(config: Config, ready: Callable[[], bool]) -> web.Application:
+def make_app(config: Config, ready: Callable[[], bool],
+             metrics: Callable[[], Awaitable[bytes]]) -> web.Application:
     jwks = {"keys": [key.jwk() for key in config.me.keys]}
 
     async def keys(_: web.Request) -> web.Response:
@@ -20,7 +22,12 @@ def make_app(config: Config, ready: Callable[[], bool]) -> web.Application:
         return web.json_response({"status": "ok" if ok else "starting", "gateway": config.self_id},
                                  status=200 if ok else 503)
 
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=await metrics(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
     app = web.Application()
+    app.router.add_get("/metrics", scrape)
     app.router.add_get("/.well-known/jwks.json", keys)
     app.router.add_get("/healthz", health)
     return app

@@ -152,6 +152,114 @@ SCOPE_METRO_CIRCLE: Scope.ValueType  # 3
 """都市圈通办 (alliance)"""
 Global___Scope: _TypeAlias = Scope  # noqa: Y015
 
+class _DeliveryMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_METHOD_UNSPECIFIED: _DeliveryMethod.ValueType  # 0
+    DELIVERY_METHOD_WINDOW: _DeliveryMethod.ValueType  # 1
+    """通办通取: picked up at a window, usually the origin's"""
+    DELIVERY_METHOD_POSTAL: _DeliveryMethod.ValueType  # 2
+    """邮政寄递, with a tracking number"""
+    DELIVERY_METHOD_ELECTRONIC: _DeliveryMethod.ValueType  # 3
+    """as an electronic certificate (电子证照)"""
+
+class DeliveryMethod(_DeliveryMethod, metaclass=_DeliveryMethodEnumTypeWrapper):
+    """DeliveryMethod is how a result reaches the applicant."""
+
+DELIVERY_METHOD_UNSPECIFIED: DeliveryMethod.ValueType  # 0
+DELIVERY_METHOD_WINDOW: DeliveryMethod.ValueType  # 1
+"""通办通取: picked up at a window, usually the origin's"""
+DELIVERY_METHOD_POSTAL: DeliveryMethod.ValueType  # 2
+"""邮政寄递, with a tracking number"""
+DELIVERY_METHOD_ELECTRONIC: DeliveryMethod.ValueType  # 3
+"""as an electronic certificate (电子证照)"""
+Global___DeliveryMethod: _TypeAlias = DeliveryMethod  # noqa: Y015
+
+class _RatingChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RatingChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RatingChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RATING_CHANNEL_UNSPECIFIED: _RatingChannel.ValueType  # 0
+    RATING_CHANNEL_WINDOW: _RatingChannel.ValueType  # 1
+    """窗口评价器"""
+    RATING_CHANNEL_WEB: _RatingChannel.ValueType  # 2
+    """网上办事大厅"""
+    RATING_CHANNEL_APP: _RatingChannel.ValueType  # 3
+    """移动端"""
+    RATING_CHANNEL_SMS: _RatingChannel.ValueType  # 4
+    """短信"""
+    RATING_CHANNEL_HOTLINE: _RatingChannel.ValueType  # 5
+    """12345 热线"""
+
+class RatingChannel(_RatingChannel, metaclass=_RatingChannelEnumTypeWrapper):
+    """RatingChannel is where a 好差评 rating was given."""
+
+RATING_CHANNEL_UNSPECIFIED: RatingChannel.ValueType  # 0
+RATING_CHANNEL_WINDOW: RatingChannel.ValueType  # 1
+"""窗口评价器"""
+RATING_CHANNEL_WEB: RatingChannel.ValueType  # 2
+"""网上办事大厅"""
+RATING_CHANNEL_APP: RatingChannel.ValueType  # 3
+"""移动端"""
+RATING_CHANNEL_SMS: RatingChannel.ValueType  # 4
+"""短信"""
+RATING_CHANNEL_HOTLINE: RatingChannel.ValueType  # 5
+"""12345 热线"""
+Global___RatingChannel: _TypeAlias = RatingChannel  # noqa: Y015
+
+class _EventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EVENT_KIND_UNSPECIFIED: _EventKind.ValueType  # 0
+    EVENT_KIND_STATE_CHANGED: _EventKind.ValueType  # 1
+    EVENT_KIND_SUPPLEMENTED: _EventKind.ValueType  # 2
+    """owed materials arrived"""
+    EVENT_KIND_DEADLINE_WARNING: _EventKind.ValueType  # 3
+    """80 % of the time limit used"""
+    EVENT_KIND_DEADLINE_OVERDUE: _EventKind.ValueType  # 4
+    """time limit passed while open"""
+    EVENT_KIND_COMMITMENT_MISSED: _EventKind.ValueType  # 5
+    """告知承诺/容缺: materials not in by the deadline"""
+    EVENT_KIND_RATED: _EventKind.ValueType  # 6
+    """好差评"""
+    EVENT_KIND_RECTIFICATION_OPENED: _EventKind.ValueType  # 7
+    """a rating of 1-2 opened a 整改 item"""
+    EVENT_KIND_RECTIFICATION_OVERDUE: _EventKind.ValueType  # 8
+    EVENT_KIND_RECTIFIED: _EventKind.ValueType  # 9
+    EVENT_KIND_DELIVERY: _EventKind.ValueType  # 10
+    """result dispatched (tracking number) or handed over"""
+
+class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
+    """EventKind is what a CaseEvent reports (审管联动, 电子监察)."""
+
+EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
+EVENT_KIND_STATE_CHANGED: EventKind.ValueType  # 1
+EVENT_KIND_SUPPLEMENTED: EventKind.ValueType  # 2
+"""owed materials arrived"""
+EVENT_KIND_DEADLINE_WARNING: EventKind.ValueType  # 3
+"""80 % of the time limit used"""
+EVENT_KIND_DEADLINE_OVERDUE: EventKind.ValueType  # 4
+"""time limit passed while open"""
+EVENT_KIND_COMMITMENT_MISSED: EventKind.ValueType  # 5
+"""告知承诺/容缺: materials not in by the deadline"""
+EVENT_KIND_RATED: EventKind.ValueType  # 6
+"""好差评"""
+EVENT_KIND_RECTIFICATION_OPENED: EventKind.ValueType  # 7
+"""a rating of 1-2 opened a 整改 item"""
+EVENT_KIND_RECTIFICATION_OVERDUE: EventKind.ValueType  # 8
+EVENT_KIND_RECTIFIED: EventKind.ValueType  # 9
+EVENT_KIND_DELIVERY: EventKind.ValueType  # 10
+"""result dispatched (tracking number) or handed over"""
+Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
 @_typing.final
 class Applicant(_message.Message):
     """Applicant is the citizen or company a case is for."""
@@ -301,6 +409,13 @@ class Case(_message.Message):
     TIMELINE_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    MISSING_MATERIALS_FIELD_NUMBER: _builtins.int
+    COMMITMENT_DEADLINE_FIELD_NUMBER: _builtins.int
+    DELIVERY_PREFERENCE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """ULID assigned once by the origin gateway"""
     case_number: _builtins.str
@@ -318,6 +433,8 @@ class Case(_message.Message):
     alliance: _builtins.str
     """set when scope is SCOPE_METRO_CIRCLE"""
     state: Global___CaseState.ValueType
+    bundle_id: _builtins.str
+    """set when the case is one part of a 一件事 bundle"""
     @_builtins.property
     def applicant(self) -> Global___Applicant: ...
     @_builtins.property
@@ -330,6 +447,32 @@ class Case(_message.Message):
     def submitted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """电子监察: end of the item's time limit in working days, set by the origin gateway;
+        moved later by the time a case spends waiting for the applicant (补正)
+        """
+
+    @_builtins.property
+    def missing_materials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """容缺/告知承诺: materials still owed"""
+
+    @_builtins.property
+    def commitment_deadline(self) -> _timestamp_pb2.Timestamp:
+        """when the owed materials are due"""
+
+    @_builtins.property
+    def delivery_preference(self) -> Global___ResultDelivery:
+        """how the applicant asked for the result"""
+
+    @_builtins.property
+    def delivery(self) -> Global___ResultDelivery:
+        """how the result went out (set once dispatched)"""
+
+    @_builtins.property
+    def rating(self) -> Global___Rating:
+        """好差评, at most one"""
+
     def __init__(
         self,
         *,
@@ -351,14 +494,172 @@ class Case(_message.Message):
         timeline: _abc.Iterable[Global___StatusChange] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        missing_materials: _abc.Iterable[_builtins.str] | None = ...,
+        commitment_deadline: _timestamp_pb2.Timestamp | None = ...,
+        delivery_preference: Global___ResultDelivery | None = ...,
+        delivery: Global___ResultDelivery | None = ...,
+        rating: Global___Rating | None = ...,
+        bundle_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "rating", b"rating", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "case_id", b"case_id", "case_number", b"case_number", "form", b"form", "item_code", b"item_code", "materials", b"materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "bundle_id", b"bundle_id", "case_id", b"case_id", "case_number", b"case_number", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "missing_materials", b"missing_materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "rating", b"rating", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class ResultDelivery(_message.Message):
+    """ResultDelivery says how a result reaches the applicant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_REF_FIELD_NUMBER: _builtins.int
+    method: Global___DeliveryMethod.ValueType
+    window: _builtins.str
+    """WINDOW: which window hands it over"""
+    carrier: _builtins.str
+    """POSTAL: e.g. "EMS" """
+    tracking_number: _builtins.str
+    """POSTAL"""
+    address: _builtins.str
+    """POSTAL: where it goes (masked in logs)"""
+    certificate_ref: _builtins.str
+    """ELECTRONIC: certificate number or sha256"""
+    def __init__(
+        self,
+        *,
+        method: Global___DeliveryMethod.ValueType = ...,
+        window: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+        address: _builtins.str = ...,
+        certificate_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "carrier", b"carrier", "certificate_ref", b"certificate_ref", "method", b"method", "tracking_number", b"tracking_number", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResultDelivery: _TypeAlias = ResultDelivery  # noqa: Y015
+
+@_typing.final
+class Rating(_message.Message):
+    """Rating is one 好差评 evaluation of a case, and the rectification it may open."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    RATER_FIELD_NUMBER: _builtins.int
+    RECTIFICATION_DEADLINE_FIELD_NUMBER: _builtins.int
+    RECTIFICATION_REPORT_FIELD_NUMBER: _builtins.int
+    score: _builtins.int
+    """1 (非常不满意) .. 5 (非常满意)"""
+    channel: Global___RatingChannel.ValueType
+    comment: _builtins.str
+    rater: _builtins.str
+    """set by the gateway: the partner that relayed the rating"""
+    rectification_report: _builtins.str
+    """the handling side's 整改 report, once given"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rectification_deadline(self) -> _timestamp_pb2.Timestamp:
+        """set when score <= 2"""
+
+    def __init__(
+        self,
+        *,
+        score: _builtins.int = ...,
+        channel: Global___RatingChannel.ValueType = ...,
+        comment: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        rater: _builtins.str = ...,
+        rectification_deadline: _timestamp_pb2.Timestamp | None = ...,
+        rectification_report: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "rectification_deadline", b"rectification_deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "channel", b"channel", "comment", b"comment", "rater", b"rater", "rectification_deadline", b"rectification_deadline", "rectification_report", b"rectification_report", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rating: _TypeAlias = Rating  # noqa: Y015
+
+@_typing.final
+class CaseEvent(_message.Message):
+    """CaseEvent is one entry of a gateway's event log, the feed of Subscribe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ORIGIN_PARTNER_FIELD_NUMBER: _builtins.int
+    TARGET_DIVISION_FIELD_NUMBER: _builtins.int
+    ITEM_CODE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """this gateway's cursor: strictly increasing, no gaps skipped on resume"""
+    kind: Global___EventKind.ValueType
+    case_id: _builtins.str
+    state: Global___CaseState.ValueType
+    """the case's state after the event"""
+    origin_partner: _builtins.str
+    target_division: _builtins.str
+    item_code: _builtins.str
+    actor: _builtins.str
+    note: _builtins.str
+    score: _builtins.int
+    """RATED"""
+    bundle_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """the deadline the event is about, if any"""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        kind: Global___EventKind.ValueType = ...,
+        case_id: _builtins.str = ...,
+        state: Global___CaseState.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        origin_partner: _builtins.str = ...,
+        target_division: _builtins.str = ...,
+        item_code: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        note: _builtins.str = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        score: _builtins.int = ...,
+        bundle_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "bundle_id", b"bundle_id", "case_id", b"case_id", "deadline", b"deadline", "item_code", b"item_code", "kind", b"kind", "note", b"note", "origin_partner", b"origin_partner", "score", b"score", "seq", b"seq", "state", b"state", "target_division", b"target_division"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseEvent: _TypeAlias = CaseEvent  # noqa: Y015
 
 @_typing.final
 class CaseUpdate(_message.Message):
@@ -374,6 +675,10 @@ class CaseUpdate(_message.Message):
     SUPPLEMENT_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    COMMITMENT_DEADLINE_FIELD_NUMBER: _builtins.int
+    DELIVERY_FIELD_NUMBER: _builtins.int
+    RATING_FIELD_NUMBER: _builtins.int
+    RECTIFICATION_REPORT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     update_id: _builtins.str
     """set by whoever made the update; every hop dedups by it"""
@@ -382,6 +687,8 @@ class CaseUpdate(_message.Message):
     note: _builtins.str
     actor: _builtins.str
     """set by the gateway: who made the update"""
+    rectification_report: _builtins.str
+    """closes a rectification (handling side)"""
     @_builtins.property
     def missing_materials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -390,6 +697,18 @@ class CaseUpdate(_message.Message):
 
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def commitment_deadline(self) -> _timestamp_pb2.Timestamp:
+        """容缺受理/告知承诺: with state ACCEPTED and missing_materials, when they are due"""
+
+    @_builtins.property
+    def delivery(self) -> Global___ResultDelivery:
+        """dispatch (COMPLETED) or hand-over (RESULT_DELIVERED)"""
+
+    @_builtins.property
+    def rating(self) -> Global___Rating:
+        """好差评, after completion"""
+
     def __init__(
         self,
         *,
@@ -401,10 +720,14 @@ class CaseUpdate(_message.Message):
         supplement: _abc.Iterable[Global___MaterialRef] | None = ...,
         actor: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        commitment_deadline: _timestamp_pb2.Timestamp | None = ...,
+        delivery: Global___ResultDelivery | None = ...,
+        rating: Global___Rating | None = ...,
+        rectification_report: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "rating", b"rating"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "case_id", b"case_id", "missing_materials", b"missing_materials", "note", b"note", "state", b"state", "supplement", b"supplement", "update_id", b"update_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "case_id", b"case_id", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "missing_materials", b"missing_materials", "note", b"note", "rating", b"rating", "rectification_report", b"rectification_report", "state", b"state", "supplement", b"supplement", "update_id", b"update_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

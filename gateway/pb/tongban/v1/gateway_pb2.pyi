@@ -50,6 +50,7 @@ class SubmitCaseRequest(_message.Message):
     APPLICANT_FIELD_NUMBER: _builtins.int
     FORM_FIELD_NUMBER: _builtins.int
     MATERIALS_FIELD_NUMBER: _builtins.int
+    DELIVERY_PREFERENCE_FIELD_NUMBER: _builtins.int
     case_number: _builtins.str
     """受理编号: the caller's idempotency key"""
     target_division: _builtins.str
@@ -62,6 +63,10 @@ class SubmitCaseRequest(_message.Message):
     def form(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_case_pb2.MaterialRef]: ...
+    @_builtins.property
+    def delivery_preference(self) -> _case_pb2.ResultDelivery:
+        """how the applicant wants the result"""
+
     def __init__(
         self,
         *,
@@ -72,10 +77,11 @@ class SubmitCaseRequest(_message.Message):
         applicant: _case_pb2.Applicant | None = ...,
         form: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         materials: _abc.Iterable[_case_pb2.MaterialRef] | None = ...,
+        delivery_preference: _case_pb2.ResultDelivery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "delivery_preference", b"delivery_preference"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "case_number", b"case_number", "form", b"form", "item_code", b"item_code", "materials", b"materials", "mode", b"mode", "target_division", b"target_division"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "case_number", b"case_number", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "mode", b"mode", "target_division", b"target_division"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,3 +373,232 @@ class ForwardCaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ForwardCaseResponse: _TypeAlias = ForwardCaseResponse  # noqa: Y015
+
+@_typing.final
+class RateCaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    score: _builtins.int
+    """1..5"""
+    channel: _case_pb2.RatingChannel.ValueType
+    comment: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        score: _builtins.int = ...,
+        channel: _case_pb2.RatingChannel.ValueType = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "channel", b"channel", "comment", b"comment", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateCaseRequest: _TypeAlias = RateCaseRequest  # noqa: Y015
+
+@_typing.final
+class RateCaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """true when this same rating was recorded before"""
+    @_builtins.property
+    def case(self) -> _case_pb2.Case: ...
+    def __init__(
+        self,
+        *,
+        case: _case_pb2.Case | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "duplicate", b"duplicate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateCaseResponse: _TypeAlias = RateCaseResponse  # noqa: Y015
+
+@_typing.final
+class SubmitBundleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_NUMBER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    bundle_number: _builtins.str
+    """the caller's idempotency key for the bundle"""
+    name: _builtins.str
+    """e.g. "企业开办一件事" """
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitCaseRequest]:
+        """each with its own case_number"""
+
+    def __init__(
+        self,
+        *,
+        bundle_number: _builtins.str = ...,
+        name: _builtins.str = ...,
+        parts: _abc.Iterable[Global___SubmitCaseRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_number", b"bundle_number", "name", b"name", "parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBundleRequest: _TypeAlias = SubmitBundleRequest  # noqa: Y015
+
+@_typing.final
+class Bundle(_message.Message):
+    """Bundle is a 一件事一次办 package of cases (多地联办)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
+    BUNDLE_NUMBER_FIELD_NUMBER: _builtins.int
+    ORIGIN_PARTNER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    bundle_id: _builtins.str
+    bundle_number: _builtins.str
+    origin_partner: _builtins.str
+    name: _builtins.str
+    state: _case_pb2.CaseState.ValueType
+    """aggregate of the parts (docs/lifecycle.md)"""
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[_case_pb2.Case]: ...
+    def __init__(
+        self,
+        *,
+        bundle_id: _builtins.str = ...,
+        bundle_number: _builtins.str = ...,
+        origin_partner: _builtins.str = ...,
+        name: _builtins.str = ...,
+        state: _case_pb2.CaseState.ValueType = ...,
+        parts: _abc.Iterable[_case_pb2.Case] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id", "bundle_number", b"bundle_number", "name", b"name", "origin_partner", b"origin_partner", "parts", b"parts", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bundle: _TypeAlias = Bundle  # noqa: Y015
+
+@_typing.final
+class SubmitBundleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    @_builtins.property
+    def bundle(self) -> Global___Bundle: ...
+    def __init__(
+        self,
+        *,
+        bundle: Global___Bundle | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle", "duplicate", b"duplicate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitBundleResponse: _TypeAlias = SubmitBundleResponse  # noqa: Y015
+
+@_typing.final
+class GetBundleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_ID_FIELD_NUMBER: _builtins.int
+    bundle_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        bundle_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_id", b"bundle_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBundleRequest: _TypeAlias = GetBundleRequest  # noqa: Y015
+
+@_typing.final
+class GetBundleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bundle(self) -> Global___Bundle: ...
+    def __init__(
+        self,
+        *,
+        bundle: Global___Bundle | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBundleResponse: _TypeAlias = GetBundleResponse  # noqa: Y015
+
+@_typing.final
+class SubscribeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """resume after this seq; 0 from the start of the log"""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_case_pb2.EventKind.ValueType]:
+        """empty: all kinds"""
+
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+        kinds: _abc.Iterable[_case_pb2.EventKind.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "kinds", b"kinds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _case_pb2.CaseEvent: ...
+    def __init__(
+        self,
+        *,
+        event: _case_pb2.CaseEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015

@@ -66,6 +66,26 @@ class GatewayStub:
                 request_serializer=tongban_dot_v1_dot_gateway__pb2.ListItemsRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_gateway__pb2.ListItemsResponse.FromString,
                 _registered_method=True)
+        self.RateCase = channel.unary_unary(
+                '/tongban.v1.Gateway/RateCase',
+                request_serializer=tongban_dot_v1_dot_gateway__pb2.RateCaseRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_gateway__pb2.RateCaseResponse.FromString,
+                _registered_method=True)
+        self.SubmitBundle = channel.unary_unary(
+                '/tongban.v1.Gateway/SubmitBundle',
+                request_serializer=tongban_dot_v1_dot_gateway__pb2.SubmitBundleRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_gateway__pb2.SubmitBundleResponse.FromString,
+                _registered_method=True)
+        self.GetBundle = channel.unary_unary(
+                '/tongban.v1.Gateway/GetBundle',
+                request_serializer=tongban_dot_v1_dot_gateway__pb2.GetBundleRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_gateway__pb2.GetBundleResponse.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/tongban.v1.Gateway/Subscribe',
+                request_serializer=tongban_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_gateway__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
         self.ForwardCase = channel.unary_unary(
                 '/tongban.v1.Gateway/ForwardCase',
                 request_serializer=tongban_dot_v1_dot_gateway__pb2.ForwardCaseRequest.SerializeToString,
@@ -120,6 +140,35 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RateCase(self, request, context):
+        """RateCase records the one 好差评 rating of a completed case.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBundle(self, request, context):
+        """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
+        all durable or none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBundle(self, request, context):
+        """GetBundle returns a bundle with its parts and their aggregate state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """Subscribe streams case events in the caller's scope (审管联动), from a cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ForwardCase(self, request, context):
         """ForwardCase carries an admitted case from one gateway to the next (federation).
         """
@@ -159,6 +208,26 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ListItems,
                     request_deserializer=tongban_dot_v1_dot_gateway__pb2.ListItemsRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_gateway__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'RateCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RateCase,
+                    request_deserializer=tongban_dot_v1_dot_gateway__pb2.RateCaseRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_gateway__pb2.RateCaseResponse.SerializeToString,
+            ),
+            'SubmitBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBundle,
+                    request_deserializer=tongban_dot_v1_dot_gateway__pb2.SubmitBundleRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_gateway__pb2.SubmitBundleResponse.SerializeToString,
+            ),
+            'GetBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBundle,
+                    request_deserializer=tongban_dot_v1_dot_gateway__pb2.GetBundleRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_gateway__pb2.GetBundleResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=tongban_dot_v1_dot_gateway__pb2.SubscribeRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_gateway__pb2.SubscribeResponse.SerializeToString,
             ),
             'ForwardCase': grpc.unary_unary_rpc_method_handler(
                     servicer.ForwardCase,
@@ -330,6 +399,114 @@ class Gateway:
             '/tongban.v1.Gateway/ListItems',
             tongban_dot_v1_dot_gateway__pb2.ListItemsRequest.SerializeToString,
             tongban_dot_v1_dot_gateway__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RateCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/RateCase',
+            tongban_dot_v1_dot_gateway__pb2.RateCaseRequest.SerializeToString,
+            tongban_dot_v1_dot_gateway__pb2.RateCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/SubmitBundle',
+            tongban_dot_v1_dot_gateway__pb2.SubmitBundleRequest.SerializeToString,
+            tongban_dot_v1_dot_gateway__pb2.SubmitBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/GetBundle',
+            tongban_dot_v1_dot_gateway__pb2.GetBundleRequest.SerializeToString,
+            tongban_dot_v1_dot_gateway__pb2.GetBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tongban.v1.Gateway/Subscribe',
+            tongban_dot_v1_dot_gateway__pb2.SubscribeRequest.SerializeToString,
+            tongban_dot_v1_dot_gateway__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

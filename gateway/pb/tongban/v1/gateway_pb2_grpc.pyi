@@ -47,6 +47,16 @@ class GatewayStub:
     """WatchCase streams a case's current state and then every change."""
     ListItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListItemsRequest, _gateway_pb2.ListItemsResponse]
     """ListItems returns the item catalogue (事项目录), optionally for one alliance."""
+    RateCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RateCaseRequest, _gateway_pb2.RateCaseResponse]
+    """RateCase records the one 好差评 rating of a completed case."""
+    SubmitBundle: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBundleRequest, _gateway_pb2.SubmitBundleResponse]
+    """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
+    all durable or none.
+    """
+    GetBundle: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetBundleRequest, _gateway_pb2.GetBundleResponse]
+    """GetBundle returns a bundle with its parts and their aggregate state."""
+    Subscribe: _grpc.UnaryStreamMultiCallable[_gateway_pb2.SubscribeRequest, _gateway_pb2.SubscribeResponse]
+    """Subscribe streams case events in the caller's scope (审管联动), from a cursor."""
     ForwardCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ForwardCaseRequest, _gateway_pb2.ForwardCaseResponse]
     """ForwardCase carries an admitted case from one gateway to the next (federation)."""
 
@@ -69,6 +79,16 @@ class GatewayAsyncStub(GatewayStub):
     """WatchCase streams a case's current state and then every change."""
     ListItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListItemsRequest, _gateway_pb2.ListItemsResponse]  # type: ignore[assignment]
     """ListItems returns the item catalogue (事项目录), optionally for one alliance."""
+    RateCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RateCaseRequest, _gateway_pb2.RateCaseResponse]  # type: ignore[assignment]
+    """RateCase records the one 好差评 rating of a completed case."""
+    SubmitBundle: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBundleRequest, _gateway_pb2.SubmitBundleResponse]  # type: ignore[assignment]
+    """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
+    all durable or none.
+    """
+    GetBundle: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBundleRequest, _gateway_pb2.GetBundleResponse]  # type: ignore[assignment]
+    """GetBundle returns a bundle with its parts and their aggregate state."""
+    Subscribe: _aio.UnaryStreamMultiCallable[_gateway_pb2.SubscribeRequest, _gateway_pb2.SubscribeResponse]  # type: ignore[assignment]
+    """Subscribe streams case events in the caller's scope (审管联动), from a cursor."""
     ForwardCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ForwardCaseRequest, _gateway_pb2.ForwardCaseResponse]  # type: ignore[assignment]
     """ForwardCase carries an admitted case from one gateway to the next (federation)."""
 
@@ -124,6 +144,40 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListItemsResponse, _abc.Awaitable[_gateway_pb2.ListItemsResponse]]:
         """ListItems returns the item catalogue (事项目录), optionally for one alliance."""
+
+    @_abc_1.abstractmethod
+    def RateCase(
+        self,
+        request: _gateway_pb2.RateCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RateCaseResponse, _abc.Awaitable[_gateway_pb2.RateCaseResponse]]:
+        """RateCase records the one 好差评 rating of a completed case."""
+
+    @_abc_1.abstractmethod
+    def SubmitBundle(
+        self,
+        request: _gateway_pb2.SubmitBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.SubmitBundleResponse, _abc.Awaitable[_gateway_pb2.SubmitBundleResponse]]:
+        """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
+        all durable or none.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBundle(
+        self,
+        request: _gateway_pb2.GetBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.GetBundleResponse, _abc.Awaitable[_gateway_pb2.GetBundleResponse]]:
+        """GetBundle returns a bundle with its parts and their aggregate state."""
+
+    @_abc_1.abstractmethod
+    def Subscribe(
+        self,
+        request: _gateway_pb2.SubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.SubscribeResponse], _abc.AsyncIterator[_gateway_pb2.SubscribeResponse]]:
+        """Subscribe streams case events in the caller's scope (审管联动), from a cursor."""
 
     @_abc_1.abstractmethod
     def ForwardCase(

@@ -1,0 +1,52 @@
+"""Prometheus metrics of one gateway, in a registry of its own (tests run several
+gateways in one process; the global registry would mix them)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from gateway.pb.tongban.v1 import case_pb2 as pb
+
+
+class Metrics:
+    def __init__(self, gateway_id: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"gateway": gateway_id}
+        self.events = Counter("tongban_case_events", "Case events recorded, by kind",
+                              ["kind"], registry=self.registry).labels
+        self.deliveries = Counter("tongban_outbox_deliveries",
+                                  "Outbox delivery outcomes (sent, failed, dead, opened)",
+                                  ["outcome", "destination"], registry=self.registry)
+        self.breaker_open = Gauge("tongban_breaker_open",
+                                  "1 while the circuit to a destination is open",
+                                  ["destination"], registry=self.registry)
+        self.gauges = {
+            name: Gauge(f"tongban_{name}", help_text, registry=self.registry)
+            for name, help_text in (
+                ("cases_open", "Cases not yet in a final state"),
+                ("cases_overdue", "Open cases past their 承诺时限 (电子监察 alarm)"),
+                ("outbox_pending", "Deliveries waiting or retrying"),
+                ("outbox_dead", "Dead-lettered deliveries waiting for `tongban outbox redrive`"),
+            )}
+        self.info = Gauge("tongban_gateway_info", "This gateway", ["gateway"],
+                          registry=self.registry)
+        self.info.labels(**labels).set(1)
+
+    def record_events(self, events: list[pb.CaseEvent]) -> None:
+        for event in events:
+            self.events(kind=pb.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
+                        ).inc()
+
+    def record_delivery(self, outcome: str, destination: str) -> None:
+        self.deliveries.labels(outcome=outcome, destination=destination).inc()
+
+    def set_counts(self, counts: dict[str, int], breakers: dict[str, bool]) -> None:
+        self.gauges["cases_open"].set(counts["open"])
+        self.gauges["cases_overdue"].set(counts["overdue"])
+        self.gauges["outbox_pending"].set(counts["outbox"])
+        self.gauges["outbox_dead"].set(counts["dead"])
+        for destination, is_open in breakers.items():
+            self.breaker_open.labels(destination=destination).set(int(is_open))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
