@@ -89,3 +89,39 @@ def test_locate_follows_arrays_of_tables() -> None:
     assert locate(text, ["p", 1, "keys", 1, "id"]) == 14
     assert locate(text, ["p", 0, "keys", 0, "jwk"]) == 6  # missing key → its table header
     assert locate(text, ["self", "id"]) == 2
+
+
+@pytest.mark.parametrize(("old", "new", "path", "words"), [
+    ("warning_ratio = 0.8 ", "warning_ratio = 1.5 ", "supervision.warning_ratio", "between"),
+    ("rectification_days = 5 ", "rectification_days = 0 ", "supervision.rectification_days",
+     "1..60"),
+    ("holidays = [2026-10-01,", "holidays = [2026-10-01T00:00:00+08:00,",
+     "calendar.holidays[0]", "local date"),
+    ("extra_workdays = []", "extra_workdays = [2026-10-02]", "calendar.extra_workdays",
+     "also listed"),
+    ('prefixes = ["3201"]\n[[supervisors.keys]]', 'prefixes = []\n[[supervisors.keys]]',
+     "supervisors[0].prefixes", "at least one"),
+    ('id = "320100-jc"', 'id = "320105"', "supervisors[0].id", "duplicate"),
+])
+def test_supervision_and_calendar_errors_name_their_line(old: str, new: str, path: str,
+                                                         words: str) -> None:
+    assert old in TEXT
+    text = TEXT.replace(old, new, 1)
+    start = line_of(text, "[[supervisors]]") if path.startswith("supervisors") else 0
+    needle = new.splitlines()[0]
+    line = next(n for n, row in enumerate(text.splitlines(), start=1)
+                if n > start and needle in row)
+    fails(text, f"partners.toml:{line}:", path, words)
+
+
+def test_outbox_settings_are_checked() -> None:
+    fails(TEXT + "\n[outbox]\nmax_attempts = 0\n", "outbox.max_attempts", "positive")
+    fails(TEXT + "\n[outbox]\nretries = 3\n", "outbox.retries", "not a setting")
+    fails(TEXT + "\n[outbox]\nbackoff_base_s = 5\nbackoff_cap_s = 1\n", "outbox.backoff_cap_s")
+    config = load_config(PARTNERS_TOML, text=TEXT + "\n[outbox]\nmax_attempts = 3\n")
+    assert config.outbox.max_attempts == 3 and config.outbox.breaker_failures == 5
+
+
+def test_a_supervisor_is_a_party_only_at_its_own_gateway() -> None:
+    assert load_config(PARTNERS_TOML, self_id="320100-gw").party("320100-jc") is not None
+    assert load_config(PARTNERS_TOML, self_id="320000-gw").party("320100-jc") is None
