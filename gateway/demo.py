@@ -21,6 +21,7 @@ from gateway.client import CallError
 from gateway.config import Config, load_config
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import load_private_key
 from gateway.types import Clock
 
@@ -103,6 +104,38 @@ async def follow(client: PartnerClient, case_id: str, limit_s: float = 15.0) -> 
     return last
 
 
+async def _bundle_rating_supervision(config: Config, client: PartnerClient) -> None:
+    """一件事 across two regions, a 好差评 rating, and what the 南京 supervisor saw."""
+    applicant = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X",
+                             name="张三")
+    parts = [gw.SubmitCaseRequest(case_number="JY-2026-B1-1", target_division="320100",
+                                  item_code="gjj-tq", applicant=applicant),
+             gw.SubmitCaseRequest(case_number="JY-2026-B1-2", target_division="310115",
+                                  item_code="shebao-zy", applicant=applicant)]
+    answer = await client.submit_bundle(bundle_number="JY-2026-B1", name="迁居一件事",
+                                        parts=parts)
+    print(f"● bundle 迁居一件事 {answer.bundle.bundle_id}: parts for "
+          f"{', '.join(p.target_partner for p in answer.bundle.parts)} (多地联办)")
+    for part in answer.bundle.parts:
+        await follow(client, part.case_id)
+    bundle = await client.bundle(answer.bundle.bundle_id)
+    print(f"    aggregate state: {State(bundle.state).name}\n")
+    rated = await client.rate(bundle.parts[0].case_id, 5, pb.RATING_CHANNEL_WINDOW, "很方便")
+    print(f"● 好差评: case {rated.case.case_id} rated {rated.case.rating.score}/5 at the window\n")
+    supervisor = client_for(config, "320100-jc")
+    kinds: dict[str, int] = {}
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for event in supervisor.subscribe():
+                    name = pb.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
+                    kinds[name] = kinds.get(name, 0) + 1
+    finally:
+        await supervisor.close()
+    print("● the 南京 supervisor (320100-jc, Subscribe) saw: "
+          + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + "\n")
+
+
 async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
     base = load_config(config_path)
     ports = on_free_ports(base)
@@ -143,6 +176,7 @@ async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
             again = await clients["320105"].submit(**CASES[0][2])
             print(f"● resubmitting JY-2026-000101 returns the same case: {again.case.case_id}"
                   f" (duplicate={again.duplicate})\n")
+            await _bundle_rating_supervision(config, clients["320105"])
             print("Every call above was signed (EdDSA, docs/signing.md), persisted before it was"
                   " acknowledged,\nrouted by division prefix across gateway links, and its"
                   " status flowed back to the origin.")
