@@ -81,7 +81,9 @@ def test_demo_runs_to_the_end() -> None:
     result = run("demo", timeout=120)
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    assert out.count("COMPLETED") == 5
+    assert out.count("COMPLETED") == 6  # five case timelines and the bundle's aggregate
+    assert "aggregate state: COMPLETED" in out and "rated 5/5" in out
+    assert "320100-jc, Subscribe) saw:" in out and "state_changed" in out
     assert "PERMISSION_DENIED" in out and "duplicate=True" in out
     assert "闸北区并入静安区" in out
 
