@@ -302,15 +302,8 @@ class _Loader:
                      taken: Mapping[str, Party]) -> dict[str, Supervisor]:
         out: dict[str, Supervisor] = {}
         for entry in top.tables("supervisors"):
-            sid = entry.string("id", pattern=PARTY_ID)
-            if sid in out or sid in taken:
-                raise entry.fail("id", f"duplicate id {sid!r}")
-            gateway = entry.string("gateway")
-            if gateway not in gateways:
-                raise entry.fail("gateway", f"unknown gateway {gateway!r}")
-            prefixes = entry.strings("prefixes", PREFIX)
-            if not prefixes:
-                raise entry.fail("prefixes", "a supervisor watches at least one division prefix")
+            sid, gateway, prefixes = self._attached(entry, {**taken, **out}, gateways,
+                                                    "a supervisor watches")
             out[sid] = Supervisor(id=sid, name=entry.string("name"), prefixes=prefixes,
                                   keys=self._keys(entry, sid), gateway=gateway)
         return out
@@ -370,18 +363,26 @@ class _Loader:
             raise top.fail("gateways", "at least one [[gateways]] entry is required")
         return out
 
+    @staticmethod
+    def _attached(entry: _Reader, taken: Mapping[str, Party], gateways: Mapping[str, Gateway],
+                  serves: str) -> tuple[str, str, tuple[str, ...]]:
+        """id, gateway and prefixes of a party attached to a gateway (partner, supervisor)."""
+        party_id = entry.string("id", pattern=PARTY_ID)
+        if party_id in taken:
+            raise entry.fail("id", f"duplicate id {party_id!r}")
+        gateway = entry.string("gateway")
+        if gateway not in gateways:
+            raise entry.fail("gateway", f"unknown gateway {gateway!r}")
+        prefixes = entry.strings("prefixes", PREFIX)
+        if not prefixes:
+            raise entry.fail("prefixes", f"{serves} at least one division prefix")
+        return party_id, gateway, prefixes
+
     def _partners(self, top: _Reader, gateways: Mapping[str, Gateway]) -> dict[str, Partner]:
         out: dict[str, Partner] = {}
         for entry in top.tables("partners"):
-            pid = entry.string("id", pattern=PARTY_ID)
-            if pid in out or pid in gateways:
-                raise entry.fail("id", f"duplicate id {pid!r}")
-            gateway = entry.string("gateway")
-            if gateway not in gateways:
-                raise entry.fail("gateway", f"unknown gateway {gateway!r}")
-            prefixes = entry.strings("prefixes", PREFIX)
-            if not prefixes:
-                raise entry.fail("prefixes", "a partner serves at least one division prefix")
+            pid, gateway, prefixes = self._attached(entry, {**gateways, **out}, gateways,
+                                                    "a partner serves")
             out[pid] = Partner(
                 id=pid, name=entry.string("name"), prefixes=prefixes,
                 keys=self._keys(entry, pid), gateway=gateway,
