@@ -1,0 +1,32 @@
+"""Shared bits of the benchmark processes."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def install_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    uvloop.install()  # type: ignore[attr-defined]
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    import os
+
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,112 @@
+"""Load generator, in its own process: N calls in flight for a fixed time.
+
+Prints START when the warm-up ends and the measured window begins, then one JSON line
+with calls, errors, seconds, p50 and p99 latency (ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+import grpc
+
+from benchmarks.common import install_uvloop
+from gateway.client import CallError
+from gateway.config import load_config
+from gateway.demo import client_for
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import partner_pb2 as pp
+
+APPLICANT = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X",
+                         name="张三", phone="13812345678")
+FORM = {"reason": "异地就医", "hospital": "复旦大学附属华山医院"}
+
+
+def sample_case() -> bytes:
+    """A ReceiveCase payload of the size the gateway sends (for the raw scenarios)."""
+    case = pb.Case(case_id="01KAXXXXXXXXXXXXXXXXXXXXXX", case_number="BENCH-1",
+                   origin_partner="310000", origin_gateway="310000-gw",
+                   target_division="310115", target_partner="310115", item_code="yb-ba",
+                   applicant=APPLICANT, form=FORM, state=pb.CASE_STATE_SUBMITTED)
+    case.timeline.add(state=pb.CASE_STATE_SUBMITTED, actor="310000")
+    return pp.ReceiveCaseRequest(case=case).SerializeToString()
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = acked = 0
+    measuring = False
+    stop_at = 0.0
+    seq = 0
+
+    if args.kind == "raw":
+        channel = grpc.aio.insecure_channel(args.target)
+        stub = channel.unary_unary("/tongban.v1.PartnerPlatform/ReceiveCase")
+        body = sample_case()
+
+        async def call() -> None:
+            await stub(body)
+    else:
+        config = load_config(args.config, self_id=args.gateway)
+        client = client_for(config, args.partner)  # signs, and checks signed answers
+        run_id = f"{time.time_ns() % 10**12:012d}"
+
+        async def call() -> None:
+            nonlocal seq
+            seq += 1
+            await client.submit(case_number=f"B{run_id}-{seq}", target_division=args.division,
+                                item_code=args.item, applicant=APPLICANT, form=FORM)
+
+    async def worker() -> None:
+        nonlocal errors, acked
+        while True:
+            now = time.perf_counter()
+            if measuring and now >= stop_at:
+                return
+            try:
+                await call()
+            except (grpc.aio.AioRpcError, CallError):
+                errors += measuring
+                await asyncio.sleep(0.01)
+                continue
+            acked += 1
+            if measuring:
+                latencies.append(time.perf_counter() - now)
+
+    workers = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+    await asyncio.sleep(args.warmup)
+    measuring, stop_at = True, time.perf_counter() + args.duration
+    started = time.perf_counter()
+    print("START", flush=True)
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"calls": len(latencies), "errors": errors, "acked_total": acked, "seconds": elapsed,
+            "rate": len(latencies) / elapsed,
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else 0.0,
+            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", help="host:port for --kind raw")
+    parser.add_argument("--kind", choices=("raw", "submit"), default="raw")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--config")
+    parser.add_argument("--gateway", default="310000-gw")
+    parser.add_argument("--partner", default="310000")
+    parser.add_argument("--division", default="310115")
+    parser.add_argument("--item", default="yb-ba")
+    args = parser.parse_args()
+    install_uvloop()
+    print(json.dumps(asyncio.run(run(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

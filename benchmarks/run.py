@@ -1,0 +1,318 @@
+"""Run the benchmark scenarios side by side and print one table with ratios.
+
+    python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
+                             [--scenarios direct,bare,nginx,routed,federated]
+
+Every scenario starts its own processes on 127.0.0.1 (partner, proxy or gateways, and
+a separate load generator), measures a fixed window after a warm-up, samples the CPU
+time of each server process over that window from /proc, and stops them. Absolute
+numbers on a shared machine are noise; the ratios within one run are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from benchmarks.common import ROOT, cpu_seconds, free_port
+
+PY = sys.executable
+GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_delay_s = 0.05 }}\n'
+                '[[partners.keys]]\nid = "k1"\njwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}')
+
+
+@dataclass
+class Proc:
+    name: str
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    async def wait_line(self, prefix: str, within: float = 30.0) -> str:
+        async with asyncio.timeout(within):
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited: {self.lines[-5:]}")
+                await asyncio.sleep(0.02)
+
+    def received(self) -> int:
+        counts = [int(x.split()[1]) for x in self.lines if x.startswith("RECEIVED")]
+        return counts[-1] if counts else 0
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+
+async def spawn(name: str, *argv: str) -> Proc:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    p = Proc(name, proc)
+    p.reader = asyncio.create_task(p._read())
+    return p
+
+
+async def stop(procs: list[Proc]) -> None:
+    for p in procs:
+        if p.proc.returncode is None:
+            p.proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+    for p in procs:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await p.proc.wait()
+        if p.proc.returncode is None:
+            p.proc.kill()
+            await p.proc.wait()
+        if p.reader is not None:
+            await p.reader
+
+
+def bench_config(tmp: Path, partner_ports: dict[str, int]) -> tuple[Path, dict[str, str]]:
+    """The demo federation with 310115 and 320681 behind grpc_partner, fresh ports."""
+    text = (ROOT / "partners.toml").read_text(encoding="utf-8")
+    xs = {"310115": "MmztfmH", "320681": None}
+    for line_no, line in enumerate(text.splitlines()):
+        if line.startswith('id = "320681"'):
+            block = text.splitlines()[line_no:line_no + 12]
+            xs["320681"] = next(b for b in block if "jwk" in b).split('x = "')[1][:7]
+    for partner, port in partner_ports.items():
+        old = GRPC_PARTNER.format(x=xs[partner])
+        assert old in text, partner
+        text = text.replace(old, old.replace(
+            'adapter = "embedded"\nsettings = { auto = "complete", step_delay_s = 0.05 }',
+            f'adapter = "grpc_partner"\nsettings = {{ address = "127.0.0.1:{port}", '
+            'timeout_s = 10 }'))
+    grpc_ports: dict[str, str] = {}
+    for n, gw in enumerate(("320100-gw", "320000-gw", "310000-gw")):
+        g, h = free_port(), free_port()
+        text = text.replace(f"127.0.0.1:710{n + 1}", f"127.0.0.1:{g}")
+        text = text.replace(f"127.0.0.1:810{n + 1}", f"127.0.0.1:{h}")
+        grpc_ports[gw] = f"127.0.0.1:{g}|127.0.0.1:{h}"
+    text = text.replace('data_dir = "var/{id}"', f'data_dir = "{tmp}/var/{{id}}"')
+    (tmp / "demo-keys").symlink_to(ROOT / "demo-keys")
+    path = tmp / "partners.toml"
+    path.write_text(text, encoding="utf-8")
+    return path, grpc_ports
+
+
+async def healthy(http: str, within: float = 30.0) -> None:
+    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://{http}/healthz") as answer:
+                    if answer.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+
+
+async def nginx(tmp: Path, port: int, upstream: int) -> Proc | None:
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                       else None)
+    if binary is None:
+        return None
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+error_log {tmp}/nginx-error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  upstream partner {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} http2;
+    location / {{ grpc_pass grpc://partner; }}
+  }}
+}}
+""")
+    proc = await spawn("nginx", binary, "-e", f"{tmp}/nginx-error.log", "-c", str(conf), "-p",
+                       str(tmp), "-g", "daemon off; master_process off;")
+    for _ in range(100):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return proc
+        await asyncio.sleep(0.05)
+    raise RuntimeError("nginx did not start: " + (tmp / "nginx-error.log").read_text())
+
+
+async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, float]:
+    load = await spawn("load", PY, "-m", "benchmarks.load", *load_argv)
+    await load.wait_line("START", within=60)
+    before = {name: p.cpu() for name, p in servers.items()}
+    t0 = time.perf_counter()
+    line = await load.wait_line("{", within=600)
+    elapsed = time.perf_counter() - t0
+    after = {name: p.cpu() for name, p in servers.items()}
+    await load.proc.wait()
+    result: dict[str, float] = json.loads(line)
+    calls = max(result["calls"], 1)
+    for name in servers:
+        result[f"cpu_{name}_ms_per_1k"] = 1000 * 1000 * (after[name] - before[name]) / calls
+        result[f"cpu_{name}_util"] = (after[name] - before[name]) / elapsed
+    return result
+
+
+async def scenario(name: str, args: argparse.Namespace, concurrency: int) -> dict[str, float] | None:
+    tmp = Path(tempfile.mkdtemp(prefix=f"tongban-bench-{name}-"))
+    procs: list[Proc] = []
+    common = ["--concurrency", str(concurrency), "--duration", str(args.duration),
+              "--warmup", str(args.warmup)]
+    try:
+        partner_port = free_port()
+        if name in ("direct", "bare", "nginx"):
+            partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port",
+                                  str(partner_port))
+            procs.append(partner)
+            await partner.wait_line("READY")
+            servers = {"partner": partner}
+            target = f"127.0.0.1:{partner_port}"
+            if name == "bare":
+                port = free_port()
+                fwd = await spawn("proxy", PY, "-m", "benchmarks.forwarder", "--port", str(port),
+                                  "--upstream", target)
+                procs.append(fwd)
+                await fwd.wait_line("READY")
+                servers["proxy"], target = fwd, f"127.0.0.1:{port}"
+            elif name == "nginx":
+                port = free_port()
+                proxy = await nginx(tmp, port, partner_port)
+                if proxy is None:
+                    return None
+                procs.append(proxy)
+                servers["proxy"], target = proxy, f"127.0.0.1:{port}"
+            return await measure(["--kind", "raw", "--target", target, *common], servers)
+
+        # routed: 310000 → 310000-gw → 310115; federated: 320105 → 320100-gw → 320000-gw → 320681
+        target_partner = "310115" if name == "routed" else "320681"
+        config, ports = bench_config(tmp, {target_partner: partner_port})
+        gateways = ["310000-gw"] if name == "routed" else ["320100-gw", "320000-gw"]
+        partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port",
+                              str(partner_port), "--sign", "--config", str(config), "--partner",
+                              target_partner, "--gateway", gateways[-1])
+        procs.append(partner)
+        await partner.wait_line("READY")
+        servers = {"partner": partner}
+        for gw in gateways:
+            argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
+            if args.profile:  # collapsed stacks for flame graphs / top-N self time
+                out = Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt"
+                argv = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o",
+                        str(out), "--", *argv]
+            proc = await spawn(gw, *argv)
+            procs.append(proc)
+            await healthy(ports[gw].split("|")[1])
+            servers[f"gateway{gateways.index(gw) + 1}" if name == "federated" else "gateway"] = proc
+        origin = "310000" if name == "routed" else "320105"
+        division, item = ("310115", "yb-ba") if name == "routed" else ("320681", "jdc-wf")
+        result = await measure(["--kind", "submit", "--config", str(config), "--gateway",
+                                gateways[0], "--partner", origin, "--division", division,
+                                "--item", item, *common], servers)
+        # delivery must keep up: wait for the partner to have every acknowledged case
+        t0 = time.perf_counter()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                while partner.received() < result["acked_total"]:
+                    await asyncio.sleep(0.1)
+        result["delivered"] = partner.received()
+        result["drain_s"] = time.perf_counter() - t0
+        return result
+    finally:
+        await stop(procs)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(rows: list[tuple[str, int, dict[str, float] | None]]) -> str:
+    out = ["| scenario | in flight | calls/s | p50 ms | p99 ms | errors | server CPU ms / 1k calls |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    for name, conc, r in rows:
+        if r is None:
+            out.append(f"| {name} | {conc} | skipped (nginx not installed) | | | | |")
+            continue
+        cpu = ", ".join(f"{k[4:-len('_ms_per_1k')]} {v:,.0f}" for k, v in r.items()
+                        if k.startswith("cpu_") and k.endswith("_ms_per_1k"))
+        extra = ""
+        if "delivered" in r:
+            extra = f" (delivered {int(r['delivered'])}/{int(r['acked_total'])}, " \
+                    f"drained in {r['drain_s']:.1f} s)"
+        out.append(f"| {name} | {conc} | {r['rate']:,.0f} | {r['p50_ms']:.2f} | "
+                   f"{r['p99_ms']:.2f} | {int(r['errors'])} | {cpu}{extra} |")
+    return "\n".join(out)
+
+
+def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
+    lines = []
+    direct, bare, plain, routed = (results.get(k) for k in ("direct", "bare", "nginx", "routed"))
+    fed = results.get("federated")
+    if routed and direct:
+        lines.append(f"routed / direct throughput: {routed['rate'] / direct['rate']:.2f}  "
+                     "(target ≥ 0.30 on 2 shared cores)")
+    if routed and plain:
+        lines.append(f"routed / nginx grpc_pass throughput: {routed['rate'] / plain['rate']:.2f}")
+    if bare and direct:
+        lines.append(f"bare forwarder / direct throughput: {bare['rate'] / direct['rate']:.2f}")
+    if fed and direct:
+        lines.append(f"federated / direct throughput: {fed['rate'] / direct['rate']:.2f}")
+    if routed and bare:
+        g, b = routed["cpu_gateway_ms_per_1k"], bare["cpu_proxy_ms_per_1k"]
+        lines.append(f"gateway CPU per routed call / bare forwarder CPU per call: {g / b:.2f}  "
+                     f"({g:.0f} µs vs {b:.0f} µs; target ≤ 2.0, stretch 1.5)")
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    names = args.scenarios.split(",")
+    rows: list[tuple[str, int, dict[str, float] | None]] = []
+    main: dict[str, dict[str, float] | None] = {}
+    for name in names:
+        result = await scenario(name, args, args.concurrency)
+        rows.append((name, args.concurrency, result))
+        main[name] = result
+        print(f"  {name}: {json.dumps(result) if result else 'skipped'}", file=sys.stderr)
+    print(table(rows))
+    print()
+    print("\n".join(ratios(main)))
+    if args.sweep:
+        sweep_rows: list[tuple[str, int, dict[str, float] | None]] = []
+        for conc in (int(c) for c in args.sweep.split(",")):
+            for name in args.sweep_scenarios.split(","):
+                sweep_rows.append((name, conc, await scenario(name, args, conc)))
+        print("\nConcurrency sweep\n")
+        print(table(sweep_rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--scenarios", default="direct,bare,nginx,routed,federated")
+    parser.add_argument("--sweep", default="", help="e.g. 1,16,64,256")
+    parser.add_argument("--sweep-scenarios", default="direct,bare,routed")
+    parser.add_argument("--profile", help="run gateways under py-spy, stacks into this folder")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
