@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import ROOT, cpu_seconds, free_port
+from benchmarks.common import ROOT, cpu_seconds, free_port, thread_cpu
 
 PY = sys.executable
 GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_delay_s = 0.05 }}\n'
@@ -160,10 +160,17 @@ async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, f
     load = await spawn("load", PY, "-m", "benchmarks.load", *load_argv)
     await load.wait_line("START", within=60)
     before = {name: p.cpu() for name, p in servers.items()}
+    threads_before = {name: thread_cpu(p.proc.pid) for name, p in servers.items()}
     t0 = time.perf_counter()
     line = await load.wait_line("{", within=600)
     elapsed = time.perf_counter() - t0
     after = {name: p.cpu() for name, p in servers.items()}
+    for name, p in servers.items():  # where each server's CPU went, for profiling
+        now = thread_cpu(p.proc.pid)
+        spent = {t: now[t] - threads_before[name].get(t, 0.0) for t in now}
+        print(f"    {name} threads: " + ", ".join(
+            f"{t} {v / elapsed:.2f}" for t, v in sorted(spent.items(), key=lambda kv: -kv[1])
+            if v > 0.01), file=sys.stderr)
     await load.proc.wait()
     result: dict[str, float] = json.loads(line)
     calls = max(result["calls"], 1)
@@ -217,7 +224,7 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int) -> dic
             argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
             if args.profile:  # collapsed stacks for flame graphs / top-N self time
                 out = Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt"
-                argv = ["py-spy", "record", "--format", "raw", "--rate", "250", "-o",
+                argv = ["py-spy", "record", "--format", "raw", "--threads", "--rate", "250", "-o",
                         str(out), "--", *argv]
             proc = await spawn(gw, *argv)
             procs.append(proc)

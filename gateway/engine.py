@@ -135,8 +135,7 @@ class Engine:
             log.info("case %s admitted from %s for %s (%s), applicant %s",
                      record.case.case_id, partner.id, record.case.target_division,
                      pb.Scope.Name(record.case.scope), mask_id(req.applicant.id_number))
-            self._committed(effects.events)
-            self.outbox.kick()
+            self._committed(effects)
         return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate, division_note=note)
 
     async def submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
@@ -174,8 +173,8 @@ class Engine:
             raise AlreadyExists(f"bundle_number {req.bundle_number} was used for a different "
                                 "bundle", field="bundle_number")
         if not duplicate:
-            self._committed([e for _, fx in built for e in fx.events])
-            self.outbox.kick()
+            for _, fx in built:
+                self._committed(fx)
         return gw.SubmitBundleResponse(bundle=await self.bundle(caller, stored.bundle_id),
                                        duplicate=duplicate)
 
@@ -215,8 +214,7 @@ class Engine:
             raise AlreadyExists(f"case {case.case_id} reached this gateway by another path",
                                 field="case.case_id")
         if not duplicate:
-            self._committed(effects.events)
-            self.outbox.kick()
+            self._committed(effects)
         return gw.ForwardCaseResponse(case=record.case, duplicate=duplicate)
 
     def _downstream(self, route: Route) -> str:
@@ -252,7 +250,7 @@ class Engine:
         side = self._side(current, caller)
         if not update.actor or from_partner:
             update.actor = caller  # a partner speaks for itself; a peer relays the maker
-        written: list[pb.CaseEvent] = []
+        written: list[Effects] = []
 
         def mutate(record: CaseRecord) -> Effects:
             fx = lifecycle.apply(record.case, update, side, self.ratio)
@@ -260,14 +258,13 @@ class Engine:
             payload = gw.UpdateCaseRequest(update=update).SerializeToString()
             fx.outbox.append(NewOutbox(destination=other, case_id=update.case_id,
                                        kind="update", payload=payload))
-            written.extend(fx.events)
+            written[:] = [fx]
             return fx
 
         record, duplicate = await self.store.update_case(update.case_id, update.update_id, mutate)
         if not duplicate:
             self._notify(record.case)
-            self._committed(written)
-            self.outbox.kick()
+            self._committed(*written)
         return gw.UpdateCaseResponse(case=record.case, duplicate=duplicate)
 
     async def cancel(self, caller: str, req: gw.CancelCaseRequest) -> gw.CancelCaseResponse:
@@ -296,17 +293,16 @@ class Engine:
 
     async def fire_timer(self, case_id: str, kind: str, due_at: float) -> None:
         """电子监察: a deadline came due; record its event once."""
-        written: list[pb.CaseEvent] = []
+        written: list[Effects] = []
 
         def mutate(record: CaseRecord) -> Effects:
-            fx = lifecycle.fire(record.case, kind, due_at, self.ratio)
-            written.extend(fx.events)
-            return fx
+            written[:] = [lifecycle.fire(record.case, kind, due_at, self.ratio)]
+            return written[0]
 
         _, duplicate = await self.store.update_case(case_id, f"timer:{kind}:{due_at:.3f}",
                                                     mutate)
         if not duplicate:
-            self._committed(written)
+            self._committed(*written)
 
     async def get(self, caller: str, case_id: str) -> pb.Case:
         record = await self.store.get_case(case_id)
@@ -337,12 +333,18 @@ class Engine:
             queue.put_nowait(case)
 
     # -- events ------------------------------------------------------------------------
-    def _committed(self, events: list[pb.CaseEvent]) -> None:
-        """Wake subscribers: new events are in the store."""
-        if events:
-            self._on_events(events)
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
+    def _committed(self, effects: Effects | None = None) -> None:
+        """After a commit: hand its outbox entries to the worker, wake subscribers."""
+        if effects is None:
+            return
+        if effects.outbox:
+            self.outbox.push([OutboxEntry(id=i, destination=o.destination, case_id=o.case_id,
+                                          kind=o.kind, payload=o.payload, attempts=0)
+                              for i, o in zip(effects.outbox_ids, effects.outbox, strict=True)])
+        if effects.events:
+            self._on_events(effects.events)
+            tick, self._tick = self._tick, asyncio.Event()
+            tick.set()
 
     def next_tick(self) -> asyncio.Event:
         """Set once more events are committed; take it before reading the log."""
@@ -374,7 +376,7 @@ class Engine:
             await self.store.finish_outbox(entry.id)
             return
         await adapter.deliver_case(entry.payload)
-        written: list[pb.CaseEvent] = []
+        written: list[Effects] = []
 
         def forwarded(record: CaseRecord) -> Effects:
             fx = Effects()
@@ -385,10 +387,10 @@ class Engine:
                                        note=f"delivered to {entry.destination}",
                                        at=timestamp(self.clock.now()))
                 fx = lifecycle.apply(record.case, update, Side.GATEWAY, self.ratio)
-                written.extend(fx.events)
+            written[:] = [fx]
             return fx
 
         record, _ = await self.store.update_case(entry.case_id, f"delivered:{entry.id}",
                                                  forwarded, done_outbox=entry.id)
         self._notify(record.case)
-        self._committed(written)
+        self._committed(*written)

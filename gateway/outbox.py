@@ -1,11 +1,19 @@
 """Durable delivery: entries written with the state change are sent after commit.
 
 At-least-once with receiver dedup (case_id, update_id) gives exactly-once effect. Entries
-of one case go in order; failures back off exponentially with full jitter; a circuit
-breaker per destination stops hammering a partner that is down (its entries wait and
-spend no attempts); an entry that fails permanently, or `max_attempts` times, is
-dead-lettered: it stays in the store, blocks later entries of its case (order is part
-of the promise) and waits for `tongban outbox redrive`.
+of one case go strictly in order; failures back off exponentially with full jitter; a
+circuit breaker per destination stops hammering a partner that is down (its entries wait
+and spend no attempts); an entry that fails permanently, or `max_attempts` times, is
+dead-lettered: it stays in the store, blocks later entries of its case and waits for
+`tongban outbox redrive`.
+
+Two paths, one order. The fast path: the engine pushes each entry right after its
+commit, and the worker sends it from memory, in a per-case *lane*, with no store read
+(the budget in issue #5 allows no per-call re-read). The safety net: a poll of the store
+every `idle_s` finds whatever the fast path did not take (entries from before a restart,
+retries after a failure, entries held by an open breaker). A case belongs to at most one
+path at a time: a push for a case the poll knows to have older entries is left to the
+poll, so order holds across both.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.breaker import Breakers, BreakerState
 from gateway.client import CallError
@@ -49,6 +58,10 @@ class OutboxWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, deque[OutboxEntry]] = {}  # fast path, per case, in order
+        self._polled: set[str] = set()  # cases with stored entries the poll must deliver
+        self._marked: set[str] = set()  # cases handed to the poll while it was querying
+        self._started = False
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._runner: asyncio.Task[None] | None = None
@@ -58,6 +71,7 @@ class OutboxWorker:
         self._observe = observer
 
     def kick(self) -> None:
+        """Poll the store now (after a redrive, or when a poll-path send succeeded)."""
         self._wake.set()
 
     def start(self) -> None:
@@ -80,44 +94,95 @@ class OutboxWorker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # -- fast path ---------------------------------------------------------------------
+    def push(self, entries: Sequence[OutboxEntry]) -> None:
+        """Entries just committed, in commit order: send them without reading them back."""
+        now = self._clock.now()
+        for entry in entries:
+            lane = self._lanes.get(entry.case_id)
+            if lane is not None:
+                lane.append(entry)
+            elif (self._stopping or not self._started or entry.case_id in self._polled
+                  or entry.destination in self.breakers.blocked(now)
+                  or self.breakers.state(entry.destination, now) is not BreakerState.CLOSED):
+                self._to_poll(entry.case_id)
+            else:
+                self._lanes[entry.case_id] = deque((entry,))
+                self._launch(entry, lane=True)
+
+    def _to_poll(self, case_id: str) -> None:
+        self._polled.add(case_id)
+        self._marked.add(case_id)
+
+    def _launch(self, entry: OutboxEntry, *, lane: bool) -> None:
+        self._inflight.add(entry.id)
+        task = asyncio.create_task(self._send(entry, lane=lane))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the poll ----------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            now = self._clock.now()
             try:
-                due = await self._store.due_outbox(now, self._batch,
-                                                   skip=self.breakers.blocked(now))
+                started = await self._poll()
             except GatewayError:
                 return  # store closed
-            started = 0
-            for entry in due:
-                if entry.id in self._inflight or not self.breakers.allow(entry.destination, now):
-                    continue
-                await self._slots.acquire()
-                if self._stopping:
-                    self._slots.release()
-                    return
-                self._inflight.add(entry.id)
-                task = asyncio.create_task(self._send(entry))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                started += 1
-            if started == 0 or len(due) < self._batch:
+            self._started = True
+            if started < self._batch:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._idle):
                         await self._wake.wait()
 
-    async def _send(self, entry: OutboxEntry) -> None:
+    async def _poll(self) -> int:
+        now = self._clock.now()
+        self._marked = set()
+        heads, waiting = await self._store.poll_outbox(now, self._batch,
+                                                       skip=self.breakers.blocked(now))
+        # the poll owns every case with stored entries that no lane holds; a head whose
+        # lane finished while we read is delivered already and is not sent again
+        self._polled = {c for c in waiting if c not in self._lanes} | self._marked
+        started = 0
+        for entry in heads:
+            if self._stopping:
+                break
+            if (entry.id in self._inflight or entry.case_id not in self._polled
+                    or entry.case_id in self._lanes
+                    or not self.breakers.allow(entry.destination, now)):
+                continue
+            self._launch(entry, lane=False)
+            started += 1
+        return started
+
+    # -- sending -----------------------------------------------------------------------
+    async def _send(self, entry: OutboxEntry, *, lane: bool) -> None:
+        await self._slots.acquire()
+        ok = False
         try:
             await self._deliver(entry)
+            ok = True
         except Exception as exc:
             await self._failed(entry, exc)
-        else:
-            self.breakers.success(entry.destination)
-            self._observe("sent", entry.destination)
         finally:
             self._inflight.discard(entry.id)
             self._slots.release()
+        if ok:
+            self.breakers.success(entry.destination)
+            self._observe("sent", entry.destination)
+        if not lane:
+            if ok:
+                self._wake.set()  # the case's next stored entry, if any, goes now
+            return
+        queue = self._lanes.get(entry.case_id)
+        if queue is None:
+            return
+        queue.popleft()
+        if ok and queue and not self._stopping:
+            self._launch(queue[0], lane=True)
+            return
+        del self._lanes[entry.case_id]
+        if queue or not ok:
+            self._to_poll(entry.case_id)  # the rest is in the store, in order
             self._wake.set()
 
     async def _failed(self, entry: OutboxEntry, exc: Exception) -> None:

@@ -53,6 +53,7 @@ class Effects:
     timers: dict[str, float | None] = field(default_factory=dict)  # kind -> due; None: cancel
     shift_s: float = 0.0  # move the case's deadline timers later (time spent in 补正)
     fired: str = ""  # a timer that went off but stays, marked (overdue: counted as such)
+    outbox_ids: list[int] = field(default_factory=list)  # filled in by the store on insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,12 @@ class Store(Protocol):
                          skip: frozenset[str] = frozenset()) -> list[OutboxEntry]:
         """The oldest entry of each case, when it is due, not dead and its destination
         is not in skip (delivery is in order per case)."""
+        ...
+
+    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset()
+                          ) -> tuple[list[OutboxEntry], set[str]]:
+        """due_outbox, and every case that has any stored entry (dead ones too), read in
+        one transaction: what the outbox's poll needs to keep per-case order."""
         ...
 
     async def finish_outbox(self, entry_id: int) -> None: ...

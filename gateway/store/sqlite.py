@@ -339,18 +339,16 @@ class SqliteStore:
 
     async def due_outbox(self, now: float, limit: int,
                          skip: frozenset[str] = frozenset()) -> list[OutboxEntry]:
-        def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
-            # a dead entry is its case's MIN(id): it holds back the later ones
-            rows = conn.execute(
-                "SELECT o.id, o.destination, o.case_id, o.kind, o.payload, o.attempts "
-                "FROM outbox o WHERE o.next_at <= ? AND o.dead = 0 AND o.id = "
-                "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) "
-                f"AND o.destination NOT IN ({','.join('?' * len(skip))}) "
-                "ORDER BY o.id LIMIT ?",
-                (now, *sorted(skip), limit)).fetchall()
-            return [OutboxEntry(*row) for row in rows]
+        result: list[OutboxEntry] = await self._run(lambda conn: _due(conn, now, limit, skip))
+        return result
 
-        result: list[OutboxEntry] = await self._run(op)
+    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset()
+                          ) -> tuple[list[OutboxEntry], set[str]]:
+        def op(conn: sqlite3.Connection) -> tuple[list[OutboxEntry], set[str]]:
+            cases = {row[0] for row in conn.execute("SELECT DISTINCT case_id FROM outbox")}
+            return _due(conn, now, limit, skip), cases
+
+        result: tuple[list[OutboxEntry], set[str]] = await self._run(op)
         return result
 
     async def finish_outbox(self, entry_id: int) -> None:
@@ -466,6 +464,19 @@ def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
     return CaseRecord(case=case, upstream=row[0], downstream=row[1], request_digest=row[2])
 
 
+def _due(conn: sqlite3.Connection, now: float, limit: int,
+         skip: frozenset[str]) -> list[OutboxEntry]:
+    # a dead entry is its case's MIN(id): it holds back the later ones
+    rows = conn.execute(
+        "SELECT o.id, o.destination, o.case_id, o.kind, o.payload, o.attempts "
+        "FROM outbox o WHERE o.next_at <= ? AND o.dead = 0 AND o.id = "
+        "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) "
+        f"AND o.destination NOT IN ({','.join('?' * len(skip))}) "
+        "ORDER BY o.id LIMIT ?",
+        (now, *sorted(skip), limit)).fetchall()
+    return [OutboxEntry(*row) for row in rows]
+
+
 def _find_case(conn: sqlite3.Connection, case: pb.Case) -> CaseRecord | None:
     row = conn.execute(
         f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=? "
@@ -485,10 +496,11 @@ def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects)
 
 
 def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects) -> None:
-    if effects.outbox:
-        conn.executemany(
-            "INSERT INTO outbox (destination, case_id, kind, payload) VALUES (?,?,?,?)",
-            [(o.destination, o.case_id, o.kind, o.payload) for o in effects.outbox])
+    effects.outbox_ids[:] = [
+        conn.execute("INSERT INTO outbox (destination, case_id, kind, payload) "
+                     "VALUES (?,?,?,?)", (o.destination, o.case_id, o.kind, o.payload)
+                     ).lastrowid or 0
+        for o in effects.outbox]
     if effects.events:
         conn.executemany("INSERT INTO events (case_id, body) VALUES (?,?)",
                          [(e.case_id, e.SerializeToString()) for e in effects.events])
