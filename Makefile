@@ -23,7 +23,7 @@ test: $(BIN)/tongban lint
 lint: $(BIN)/tongban
 	$(BIN)/python scripts/gen_proto.py --check
 	npx --yes @bufbuild/buf@1.75.0 lint
-	$(BIN)/ruff check gateway adapters tests scripts
+	$(BIN)/ruff check gateway adapters tests scripts benchmarks
 	$(BIN)/mypy
 
 proto: $(BIN)/tongban

@@ -109,3 +109,54 @@ def test_replay_cache_forgets_after_expiry() -> None:
 def test_bad_jwks_are_refused(jwk: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="key"):
         public_key_from_jwk(jwk, kid="p#k1")
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_tokens_interoperate_with_pyjwt_both_ways(alg: str) -> None:
+    """Our compact JWS is what PyJWT (the reference a partner in Python would use) makes
+    and accepts, so partners need nothing but a standard JWT library."""
+    import json
+
+    import jwt
+
+    key, pub = keypair("320105", alg)
+    token, _ = sign(key, iss="320105", aud="gw", method="/m", body=b"x", now=NOW)  # type: ignore[arg-type]
+    decoded = jwt.PyJWS().decode_complete(token, pub.key, algorithms=[alg])  # type: ignore[arg-type]
+    assert decoded["header"] == {"alg": alg, "kid": "320105#k1", "typ": "tongban+jwt"}
+    assert json.loads(decoded["payload"])["bdg"] == body_digest(b"x")
+
+    claims = {"iss": "320105", "aud": "gw", "iat": int(NOW), "exp": int(NOW) + 60,
+              "jti": "A" * 22, "mth": "/m", "bdg": body_digest(b"y")}
+    theirs = jwt.PyJWS().encode(json.dumps(claims).encode(), key.key, algorithm=alg,  # type: ignore[attr-defined]
+                                headers={"kid": "320105#k1", "typ": "tongban+jwt"})
+    got = verifier(pub).verify_request(theirs, method="/m", body=b"y", now=NOW)
+    assert got.jti == "A" * 22
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda t: t + ".x",  # four parts
+    lambda t: t.replace(".", "!", 1),  # two parts
+    lambda t: "e30" + t[t.index("."):],  # header {} (no kid)
+    lambda t: t[:-4] + ("AAAA" if not t.endswith("AAAA") else "BBBB"),  # signature changed
+    lambda t: t[:10] + "*" + t[11:],  # not base64url
+    lambda t: t.split(".")[0] + ".bm90IGpzb24." + t.split(".")[2],  # payload swapped
+])
+def test_malformed_tokens_are_unauthenticated(mangle: object) -> None:
+    key, pub = keypair("320105")
+    token, _ = sign(key, iss="320105", aud="gw", method="/m", body=b"x", now=NOW)  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        verifier(pub).verify_request(mangle(token), method="/m", body=b"x", now=NOW)  # type: ignore[operator]
+
+
+def test_critical_headers_are_refused() -> None:
+    import base64
+    import json
+
+    key, pub = keypair("320105")
+    token, _ = sign(key, iss="320105", aud="gw", method="/m", body=b"x", now=NOW)  # type: ignore[arg-type]
+    header = base64.urlsafe_b64encode(json.dumps(
+        {"alg": "EdDSA", "kid": "320105#k1", "typ": "tongban+jwt", "crit": ["exp"]}
+    ).encode()).rstrip(b"=").decode()
+    forged = header + token[token.index("."):]
+    with pytest.raises(Unauthenticated, match="critical"):
+        verifier(pub).verify_request(forged, method="/m", body=b"x", now=NOW)
