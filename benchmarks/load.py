@@ -77,7 +77,36 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             if measuring:
                 latencies.append(time.perf_counter() - now)
 
-    workers = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+    async def paced() -> None:
+        """Open loop: one call every 1/rate s whatever the answers do (for latency at a
+        given load, not at saturation)."""
+        nonlocal errors, acked
+        pending: set[asyncio.Task[None]] = set()
+
+        async def timed() -> None:
+            nonlocal errors, acked
+            t0 = time.perf_counter()
+            counted = measuring
+            try:
+                await call()
+            except (grpc.aio.AioRpcError, CallError):
+                errors += counted
+                return
+            acked += 1
+            if counted:
+                latencies.append(time.perf_counter() - t0)
+
+        next_at = time.perf_counter()
+        while not (measuring and time.perf_counter() >= stop_at):
+            task = asyncio.create_task(timed())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            next_at += 1 / args.rate
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await asyncio.gather(*pending)
+
+    workers = ([asyncio.create_task(paced())] if args.rate else
+               [asyncio.create_task(worker()) for _ in range(args.concurrency)])
     await asyncio.sleep(args.warmup)
     measuring, stop_at = True, time.perf_counter() + args.duration
     started = time.perf_counter()
@@ -96,6 +125,7 @@ def main() -> None:
     parser.add_argument("--target", help="host:port for --kind raw")
     parser.add_argument("--kind", choices=("raw", "submit"), default="raw")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--config")

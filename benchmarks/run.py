@@ -180,11 +180,12 @@ async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, f
     return result
 
 
-async def scenario(name: str, args: argparse.Namespace, concurrency: int) -> dict[str, float] | None:
+async def scenario(name: str, args: argparse.Namespace, concurrency: int,
+                   rate: float = 0.0) -> dict[str, float] | None:
     tmp = Path(tempfile.mkdtemp(prefix=f"tongban-bench-{name}-"))
     procs: list[Proc] = []
     common = ["--concurrency", str(concurrency), "--duration", str(args.duration),
-              "--warmup", str(args.warmup)]
+              "--warmup", str(args.warmup), "--rate", str(rate)]
     try:
         partner_port = free_port()
         if name in ("direct", "bare", "nginx"):
@@ -299,6 +300,16 @@ async def main_async(args: argparse.Namespace) -> None:
     print(table(rows))
     print()
     print("\n".join(ratios(main)))
+    routed = main.get("routed")
+    if args.latency and routed:
+        rate = routed["rate"] / 2
+        direct_half = await scenario("direct", args, args.concurrency, rate)
+        routed_half = await scenario("routed", args, args.concurrency, rate)
+        print(f"\nLatency at half the routed saturation rate ({rate:,.0f} calls/s, open loop)\n")
+        print(table([("direct", 0, direct_half), ("routed", 0, routed_half)]))
+        if direct_half and routed_half:
+            print(f"\np99 added by the gateway: "
+                  f"{routed_half['p99_ms'] - direct_half['p99_ms']:.2f} ms (target ≤ 5 ms)")
     if args.sweep:
         sweep_rows: list[tuple[str, int, dict[str, float] | None]] = []
         for conc in (int(c) for c in args.sweep.split(",")):
@@ -316,6 +327,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scenarios", default="direct,bare,nginx,routed,federated")
     parser.add_argument("--sweep", default="", help="e.g. 1,16,64,256")
+    parser.add_argument("--latency", action="store_true",
+                        help="also measure p99 at half the routed saturation rate")
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed")
     parser.add_argument("--profile", help="run gateways under py-spy, stacks into this folder")
     asyncio.run(main_async(parser.parse_args()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import astuple, dataclass, replace
 
 from gateway.identifiers import mask_text
@@ -33,6 +34,24 @@ class AuditEntry:
 
     def masked(self) -> AuditEntry:
         return replace(self, detail=mask_text(self.detail))
+
+
+@dataclass(slots=True)
+class PendingAudit:
+    """The audit entry of the call being served, for the store to append in the same
+    transaction as the call's own change (one commit, one fsync, instead of two).
+
+    The servicer sets it; the store's first successful write of the call appends it
+    (outcome OK, with that write's case id) and records the seq; a call whose change
+    was not written that way (a read, a duplicate, a refusal) is audited on its own.
+    """
+
+    entry: AuditEntry
+    seq: int | None = None
+
+
+PENDING_AUDIT: ContextVar[PendingAudit | None] = ContextVar("tongban_pending_audit",
+                                                            default=None)
 
 
 def chain_hash(seq: int, entry: AuditEntry, prev: str) -> str:

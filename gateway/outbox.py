@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 from collections import deque
@@ -116,7 +117,9 @@ class OutboxWorker:
 
     def _launch(self, entry: OutboxEntry, *, lane: bool) -> None:
         self._inflight.add(entry.id)
-        task = asyncio.create_task(self._send(entry, lane=lane))
+        # a fresh context: a push happens inside a served call, whose context (the
+        # pending audit entry) must not travel into deliveries
+        task = asyncio.create_task(self._send(entry, lane=lane), context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

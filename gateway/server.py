@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.audit import AuditEntry
+from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.engine import Engine
 from gateway.errors import GatewayError, InvalidArgument, Unavailable
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -112,11 +112,17 @@ class GatewayServicer:
             try:
                 claims = self._verify(context, method, body)
                 request = self._parse(cls, body)
-                response = await fn(claims.iss, request, body)
+                pending = PendingAudit(self._entry(method, claims, body, "", "OK"))
+                token = PENDING_AUDIT.set(pending)  # written with the call's own change
+                try:
+                    response = await fn(claims.iss, request, body)
+                finally:
+                    PENDING_AUDIT.reset(token)
                 out = response.SerializeToString()
                 answer, _ = sign(self.key, iss=self.self_id, aud=claims.iss, method=method,
                                  body=out, now=self.clock.now(), request=claims)
-                await self._audit(method, claims, body, _case_id(response), "OK")
+                if pending.seq is None:  # a read or a duplicate: audited on its own
+                    await self._audit(method, claims, body, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except Exception as exc:
@@ -129,15 +135,19 @@ class GatewayServicer:
 
         return handle
 
+    def _entry(self, method: str, claims: Claims | None, body: bytes, case_id: str,
+               outcome: str, detail: str = "") -> AuditEntry:
+        return AuditEntry(at=self.clock.now(), caller=claims.iss if claims else "",
+                          method=method, case_id=case_id, digest=body_digest(body),
+                          kid=claims.kid if claims else "", jti=claims.jti if claims else "",
+                          outcome=outcome, detail=detail)
+
     async def _audit(self, method: str, claims: Claims | None, body: bytes, case_id: str,
                      outcome: str, detail: str = "") -> None:
         """Every exchange, refused ones too, goes into the hash chain before the answer."""
-        entry = AuditEntry(at=self.clock.now(), caller=claims.iss if claims else "",
-                           method=method, case_id=case_id, digest=body_digest(body),
-                           kid=claims.kid if claims else "", jti=claims.jti if claims else "",
-                           outcome=outcome, detail=detail)
         try:
-            await self.engine.store.append_audit(entry)
+            await self.engine.store.append_audit(
+                self._entry(method, claims, body, case_id, outcome, detail))
         except GatewayError as exc:  # store closing: the call fails rather than go unaudited
             raise Unavailable(f"audit log unavailable: {exc.message}") from None
 

@@ -17,11 +17,11 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.audit import GENESIS, AuditEntry, chain_hash
+from gateway.audit import GENESIS, PENDING_AUDIT, AuditEntry, PendingAudit, chain_hash
 from gateway.errors import AlreadyExists, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store.base import (
@@ -210,11 +210,14 @@ class SqliteStore:
     # -- operations ------------------------------------------------------------------
     async def create_case(self, record: CaseRecord,
                           effects: Effects) -> tuple[CaseRecord, bool]:
+        pending = PENDING_AUDIT.get()
+
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
             existing = _find_case(conn, record.case)
             if existing is not None:
                 return existing, True
             _insert_case(conn, record, effects)
+            _attach_audit(conn, pending, record.case.case_id)
             return record, False
 
         result: tuple[CaseRecord, bool] = await self._run(op)
@@ -223,6 +226,8 @@ class SqliteStore:
     async def create_bundle(self, bundle: BundleRecord,
                             parts: Sequence[tuple[CaseRecord, Effects]]
                             ) -> tuple[BundleRecord, bool]:
+        pending = PENDING_AUDIT.get()
+
         def op(conn: sqlite3.Connection) -> tuple[BundleRecord, bool]:
             row = conn.execute(
                 f"SELECT {BUNDLE_COLUMNS} FROM bundles WHERE origin_partner=? AND "
@@ -237,6 +242,7 @@ class SqliteStore:
             conn.execute(f"INSERT INTO bundles ({BUNDLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                          (bundle.bundle_id, bundle.origin_partner, bundle.bundle_number,
                           bundle.name, json.dumps(bundle.case_ids), bundle.request_digest))
+            _attach_audit(conn, pending, bundle.bundle_id)
             return bundle, False
 
         result: tuple[BundleRecord, bool] = await self._run(op)
@@ -314,6 +320,8 @@ class SqliteStore:
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
                           done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
+        pending = PENDING_AUDIT.get()
+
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | None:
             row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
                                (case_id,)).fetchone()
@@ -330,6 +338,7 @@ class SqliteStore:
             conn.execute("UPDATE cases SET state=?, record=? WHERE case_id=?",
                          (record.case.state, record.case.SerializeToString(), case_id))
             _apply_effects(conn, case_id, effects)
+            _attach_audit(conn, pending, case_id)
             return record, False
 
         result: tuple[CaseRecord, bool] | None = await self._run(op)
@@ -368,15 +377,7 @@ class SqliteStore:
     async def append_audit(self, entry: AuditEntry) -> int:
         """Append one masked entry to the hash chain; returns its seq."""
         masked = entry.masked()
-
-        def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-            conn.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                         (seq, *astuple(masked), prev, chain_hash(seq, masked, prev)))
-            return seq
-
-        result: int = await self._run(op)
+        result: int = await self._run(lambda conn: _insert_audit(conn, masked))
         return result
 
     async def count_cases(self) -> int:
@@ -462,6 +463,22 @@ def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
     case = pb.Case()
     case.ParseFromString(row[3])
     return CaseRecord(case=case, upstream=row[0], downstream=row[1], request_digest=row[2])
+
+
+def _insert_audit(conn: sqlite3.Connection, masked: AuditEntry) -> int:
+    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+    conn.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                 (seq, *astuple(masked), prev, chain_hash(seq, masked, prev)))
+    return seq
+
+
+def _attach_audit(conn: sqlite3.Connection, pending: PendingAudit | None, case_id: str) -> None:
+    """Append the served call's audit entry in this write's transaction (see PendingAudit)."""
+    if pending is None or pending.seq is not None:
+        return
+    entry = replace(pending.entry, case_id=case_id).masked()
+    pending.seq = _insert_audit(conn, entry)
 
 
 def _due(conn: sqlite3.Connection, now: float, limit: int,
