@@ -28,3 +28,6 @@ lint: $(BIN)/tongban
 
 proto: $(BIN)/tongban
 	$(BIN)/python scripts/gen_proto.py
+
+bench: $(BIN)/tongban
+	$(BIN)/python -m benchmarks.run --latency --sweep 1,16,64,256
