@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -9,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def install_uvloop() -> bool:
+    if os.environ.get("TONGBAN_LOOP") == "asyncio":
+        return False
     try:
         import uvloop
     except ImportError:

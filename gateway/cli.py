@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from gateway.signing import generate_private_key, load_private_key, sign
 
 
 def _loop_runner() -> None:
+    """uvloop when installed, unless TONGBAN_LOOP=asyncio (to compare, or to debug)."""
+    if os.environ.get("TONGBAN_LOOP") == "asyncio":
+        return
     try:
         import uvloop  # measured +20 % grpc.aio throughput (DESIGN §10)
 
