@@ -46,7 +46,7 @@ class GatewayApp:
         self.config = config
         self.clock = clock or SystemClock()
         path = ":memory:" if memory else config.data_dir / "gateway.sqlite3"
-        self.store = SqliteStore(path)
+        self.store = SqliteStore(path, clock=self.clock)
         self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)

@@ -338,9 +338,11 @@ class Engine:
         if effects is None:
             return
         if effects.outbox:
-            self.outbox.push([OutboxEntry(id=i, destination=o.destination, case_id=o.case_id,
-                                          kind=o.kind, payload=o.payload, attempts=0)
-                              for i, o in zip(effects.outbox_ids, effects.outbox, strict=True)])
+            self.outbox.push([
+                (OutboxEntry(id=i, destination=o.destination, case_id=o.case_id, kind=o.kind,
+                             payload=o.payload, attempts=0), behind)
+                for i, o, behind in zip(effects.outbox_ids, effects.outbox,
+                                        effects.outbox_behind, strict=True)])
         if effects.events:
             self._on_events(effects.events)
             tick, self._tick = self._tick, asyncio.Event()

@@ -11,9 +11,11 @@ Two paths, one order. The fast path: the engine pushes each entry right after it
 commit, and the worker sends it from memory, in a per-case *lane*, with no store read
 (the budget in issue #5 allows no per-call re-read). The safety net: a poll of the store
 every `idle_s` finds whatever the fast path did not take (entries from before a restart,
-retries after a failure, entries held by an open breaker). A case belongs to at most one
-path at a time: a push for a case the poll knows to have older entries is left to the
-poll, so order holds across both.
+retries after a failure, entries held by an open breaker). Entries carry a lease: the
+process that wrote an entry (or claimed it in a poll) owns it until the lease runs out,
+so several gateway processes can share one store without sending each other's entries;
+an entry written while older entries of its case are still stored is left unleased,
+and the poll (which only ever takes a case's oldest entry) keeps the order.
 """
 
 from __future__ import annotations
@@ -60,9 +62,6 @@ class OutboxWorker:
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lanes: dict[str, deque[OutboxEntry]] = {}  # fast path, per case, in order
-        self._polled: set[str] = set()  # cases with stored entries the poll must deliver
-        self._marked: set[str] = set()  # cases handed to the poll while it was querying
-        self._started = False
         self._wake = asyncio.Event()
         self._rng = random.Random()
         self._runner: asyncio.Task[None] | None = None
@@ -96,24 +95,29 @@ class OutboxWorker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- fast path ---------------------------------------------------------------------
-    def push(self, entries: Sequence[OutboxEntry]) -> None:
-        """Entries just committed, in commit order: send them without reading them back."""
+    def push(self, entries: Sequence[tuple[OutboxEntry, bool]]) -> None:
+        """Entries just committed, in commit order, each with whether older entries of its
+        case were still stored then: send them without reading them back."""
         now = self._clock.now()
-        for entry in entries:
+        for entry, behind in entries:
             lane = self._lanes.get(entry.case_id)
             if lane is not None:
-                lane.append(entry)
-            elif (self._stopping or not self._started or entry.case_id in self._polled
-                  or entry.destination in self.breakers.blocked(now)
+                lane.append(entry)  # this process wrote the older ones: same order
+            elif behind:
+                pass  # stored unleased behind older entries: the poll keeps the order
+            elif (self._stopping or entry.destination in self.breakers.blocked(now)
                   or self.breakers.state(entry.destination, now) is not BreakerState.CLOSED):
-                self._to_poll(entry.case_id)
+                self._release(entry)
             else:
                 self._lanes[entry.case_id] = deque((entry,))
                 self._launch(entry, lane=True)
 
-    def _to_poll(self, case_id: str) -> None:
-        self._polled.add(case_id)
-        self._marked.add(case_id)
+    def _release(self, entry: OutboxEntry) -> None:
+        """Give a leased entry back to the poll (its destination's circuit is not closed)."""
+        task = asyncio.create_task(self._store.release_outbox(entry.id),
+                                   context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _launch(self, entry: OutboxEntry, *, lane: bool) -> None:
         self._inflight.add(entry.id)
@@ -131,7 +135,6 @@ class OutboxWorker:
                 started = await self._poll()
             except GatewayError:
                 return  # store closed
-            self._started = True
             if started < self._batch:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._idle):
@@ -139,20 +142,18 @@ class OutboxWorker:
 
     async def _poll(self) -> int:
         now = self._clock.now()
-        self._marked = set()
-        heads, waiting = await self._store.poll_outbox(now, self._batch,
-                                                       skip=self.breakers.blocked(now))
-        # the poll owns every case with stored entries that no lane holds; a head whose
-        # lane finished while we read is delivered already and is not sent again
-        self._polled = {c for c in waiting if c not in self._lanes} | self._marked
+        snapshot = self.breakers.snapshot(now)
+        half_open = frozenset(d for d, st in snapshot.items() if st is BreakerState.HALF_OPEN)
+        heads = await self._store.poll_outbox(
+            now, self._batch, skip=self.breakers.blocked(now), probe=half_open,
+            exclude_ids=frozenset(self._inflight), exclude_cases=frozenset(self._lanes))
         started = 0
         for entry in heads:
             if self._stopping:
                 break
-            if (entry.id in self._inflight or entry.case_id not in self._polled
-                    or entry.case_id in self._lanes
+            if (entry.id in self._inflight or entry.case_id in self._lanes
                     or not self.breakers.allow(entry.destination, now)):
-                continue
+                continue  # changed while we read; its lease runs out or is reset on failure
             self._launch(entry, lane=False)
             started += 1
         return started
@@ -185,7 +186,8 @@ class OutboxWorker:
             return
         del self._lanes[entry.case_id]
         if queue or not ok:
-            self._to_poll(entry.case_id)  # the rest is in the store, in order
+            for rest in queue:  # the rest is in the store, in order, for the poll
+                self._release(rest)
             self._wake.set()
 
     async def _failed(self, entry: OutboxEntry, exc: Exception) -> None:

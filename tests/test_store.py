@@ -19,6 +19,16 @@ def record(n: int, number: str | None = None) -> CaseRecord:
     return CaseRecord(case=case, upstream="320105", downstream="320000-gw", request_digest="d")
 
 
+class _Epoch:
+    """Time zero: entries written here are not leased past any `now` the tests ask about."""
+
+    def now(self) -> float:
+        return 0.0
+
+
+EPOCH = _Epoch()
+
+
 def outbox(n: int, what: str = "case") -> NewOutbox:
     return NewOutbox(destination="320000-gw", case_id=f"C{n:05}", kind=what,
                      payload=what.encode())
@@ -43,7 +53,7 @@ async def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> N
 
 @pytest.mark.asyncio
 async def test_dedup_by_case_id_and_by_case_number() -> None:
-    store = SqliteStore(":memory:")
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()
     await store.create_case(record(1), Effects(outbox=[outbox(1)]))
     _, dup_id = await store.create_case(record(1, number="other"), Effects(outbox=[outbox(1)]))
@@ -55,7 +65,7 @@ async def test_dedup_by_case_id_and_by_case_number() -> None:
 
 @pytest.mark.asyncio
 async def test_a_failing_operation_rolls_back_alone() -> None:
-    store = SqliteStore(":memory:")
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()
     await asyncio.gather(*(store.create_case(record(n), Effects()) for n in range(3)))
 
@@ -88,7 +98,7 @@ async def test_a_failing_operation_rolls_back_alone() -> None:
 
 @pytest.mark.asyncio
 async def test_outbox_gives_the_oldest_due_entry_of_each_case() -> None:
-    store = SqliteStore(":memory:")
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()
     await store.create_case(record(1), Effects(outbox=[outbox(1), outbox(1, "update")]))
     await store.create_case(record(2), Effects(outbox=[outbox(2)]))
@@ -105,7 +115,7 @@ async def test_outbox_gives_the_oldest_due_entry_of_each_case() -> None:
 
 @pytest.mark.asyncio
 async def test_dead_entries_hold_back_their_case_and_breakers_skip_destinations() -> None:
-    store = SqliteStore(":memory:")
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()
     await store.create_case(record(1), Effects(outbox=[outbox(1), outbox(1, "update")]))
     await store.create_case(record(2), Effects(outbox=[NewOutbox(
@@ -120,7 +130,7 @@ async def test_dead_entries_hold_back_their_case_and_breakers_skip_destinations(
 
 @pytest.mark.asyncio
 async def test_events_timers_and_bundles_commit_with_their_case() -> None:
-    store = SqliteStore(":memory:")
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()
     event = pb.CaseEvent(kind=pb.EVENT_KIND_STATE_CHANGED, case_id="C00001")
     await store.create_case(record(1), Effects(events=[event], timers={"warning": 5.0,
@@ -151,3 +161,47 @@ async def test_events_timers_and_bundles_commit_with_their_case() -> None:
         await store.update_case("C00001", "x", failing)
     assert len(await store.read_events(after=0, limit=10)) == 3  # nothing of it kept
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_leases_keep_other_processes_off_and_order_behind_older_entries(
+        tmp_path: Path) -> None:
+    class At:
+        def __init__(self, t: float) -> None:
+            self.t = t
+
+        def now(self) -> float:
+            return self.t
+
+    path = tmp_path / "shared.sqlite3"
+    one = SqliteStore(path, clock=At(100.0), lease_s=15.0)
+    two = SqliteStore(path, clock=At(100.0), lease_s=15.0, exclusive=False)
+    await one.open()
+    await two.open()
+    first = Effects(outbox=[outbox(1)])
+    await one.create_case(record(1), first)
+    assert first.outbox_behind == [False]  # process one sends it itself
+    # the other process's poll leaves a leased entry alone until the lease runs out
+    assert await two.poll_outbox(110.0, 10) == []
+    [claimed] = await two.poll_outbox(116.0, 10)
+    assert claimed.id == first.outbox_ids[0]
+    assert await one.poll_outbox(120.0, 10) == []  # now two holds it (until 131)
+
+    def then(rec: CaseRecord) -> Effects:
+        return Effects(outbox=[outbox(1, "update")])
+
+    second: list[Effects] = []
+
+    def capture(rec: CaseRecord) -> Effects:
+        second.append(then(rec))
+        return second[0]
+
+    await one.update_case("C00001", "u", capture)
+    assert second[0].outbox_behind == [True]  # the case's first entry is still stored
+    await two.finish_outbox(claimed.id)
+    [head] = await one.poll_outbox(121.0, 10)  # unleased, now the oldest: any poll takes it
+    assert head.kind == "update"
+    await one.release_outbox(head.id)
+    assert [e.kind for e in await two.poll_outbox(121.0, 10)] == ["update"]
+    await one.close()
+    await two.close()

@@ -54,6 +54,7 @@ class Effects:
     shift_s: float = 0.0  # move the case's deadline timers later (time spent in 补正)
     fired: str = ""  # a timer that went off but stays, marked (overdue: counted as such)
     outbox_ids: list[int] = field(default_factory=list)  # filled in by the store on insert
+    outbox_behind: list[bool] = field(default_factory=list)  # ... True: older entries wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +131,16 @@ class Store(Protocol):
         is not in skip (delivery is in order per case)."""
         ...
 
-    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset()
-                          ) -> tuple[list[OutboxEntry], set[str]]:
-        """due_outbox, and every case that has any stored entry (dead ones too), read in
-        one transaction: what the outbox's poll needs to keep per-case order."""
+    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset(),
+                          probe: frozenset[str] = frozenset(),
+                          exclude_ids: frozenset[int] = frozenset(),
+                          exclude_cases: frozenset[str] = frozenset()) -> list[OutboxEntry]:
+        """Claim (lease) for this process the due, unleased oldest entry of each case,
+        one per `probe` destination, leaving out the excluded ids and cases."""
+        ...
+
+    async def release_outbox(self, entry_id: int) -> None:
+        """End this process's lease on an entry: the next poll of any process takes it."""
         ...
 
     async def finish_outbox(self, entry_id: int) -> None: ...

@@ -32,6 +32,7 @@ from gateway.store.base import (
     OutboxEntry,
     Timer,
 )
+from gateway.types import Clock, SystemClock
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   attempts INTEGER NOT NULL DEFAULT 0,
   next_at REAL NOT NULL DEFAULT 0,
   last_error TEXT NOT NULL DEFAULT '',
-  dead INTEGER NOT NULL DEFAULT 0
+  dead INTEGER NOT NULL DEFAULT 0,
+  lease_until REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_case ON outbox (case_id, id);
 CREATE TABLE IF NOT EXISTS events (
@@ -103,8 +105,13 @@ AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, d
 class SqliteStore:
     """The embedded default store. ``path`` may be ":memory:" for throwaway runs."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL",
+                 clock: Clock | None = None, lease_s: float = 15.0,
+                 exclusive: bool = True) -> None:
         self._path = str(path)
+        self._exclusive = exclusive
+        self._clock = clock or SystemClock()
+        self._lease_s = lease_s
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store")
         self._conn: sqlite3.Connection | None = None
@@ -124,9 +131,12 @@ class SqliteStore:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=10000")  # several gateway processes, one file
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.executescript(SCHEMA)
         _migrate(conn)
+        if self._exclusive:  # the only process on this file: leases of a dead one are void
+            conn.execute("UPDATE outbox SET lease_until=0 WHERE lease_until > 0")
         self._conn = conn
 
     async def close(self) -> None:
@@ -207,16 +217,22 @@ class SqliteStore:
             raise
         return out
 
+    def _lease(self) -> float:
+        """Until when an entry this process writes is its own to send (other processes'
+        polls leave it alone); a crash lets the lease run out and another takes over."""
+        return self._clock.now() + self._lease_s
+
     # -- operations ------------------------------------------------------------------
     async def create_case(self, record: CaseRecord,
                           effects: Effects) -> tuple[CaseRecord, bool]:
         pending = PENDING_AUDIT.get()
+        lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
             existing = _find_case(conn, record.case)
             if existing is not None:
                 return existing, True
-            _insert_case(conn, record, effects)
+            _insert_case(conn, record, effects, lease)
             _attach_audit(conn, pending, record.case.case_id)
             return record, False
 
@@ -227,6 +243,7 @@ class SqliteStore:
                             parts: Sequence[tuple[CaseRecord, Effects]]
                             ) -> tuple[BundleRecord, bool]:
         pending = PENDING_AUDIT.get()
+        lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[BundleRecord, bool]:
             row = conn.execute(
@@ -238,7 +255,7 @@ class SqliteStore:
                 if _find_case(conn, record.case) is not None:
                     raise AlreadyExists(f"case_number {record.case.case_number} is already "
                                         "used by another case", field=f"parts[{i}].case_number")
-                _insert_case(conn, record, effects)
+                _insert_case(conn, record, effects, lease)
             conn.execute(f"INSERT INTO bundles ({BUNDLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                          (bundle.bundle_id, bundle.origin_partner, bundle.bundle_number,
                           bundle.name, json.dumps(bundle.case_ids), bundle.request_digest))
@@ -321,6 +338,7 @@ class SqliteStore:
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
                           done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
         pending = PENDING_AUDIT.get()
+        lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | None:
             row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
@@ -337,7 +355,7 @@ class SqliteStore:
             effects = mutate(record)
             conn.execute("UPDATE cases SET state=?, record=? WHERE case_id=?",
                          (record.case.state, record.case.SerializeToString(), case_id))
-            _apply_effects(conn, case_id, effects)
+            _apply_effects(conn, case_id, effects, lease)
             _attach_audit(conn, pending, case_id)
             return record, False
 
@@ -351,14 +369,32 @@ class SqliteStore:
         result: list[OutboxEntry] = await self._run(lambda conn: _due(conn, now, limit, skip))
         return result
 
-    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset()
-                          ) -> tuple[list[OutboxEntry], set[str]]:
-        def op(conn: sqlite3.Connection) -> tuple[list[OutboxEntry], set[str]]:
-            cases = {row[0] for row in conn.execute("SELECT DISTINCT case_id FROM outbox")}
-            return _due(conn, now, limit, skip), cases
+    async def poll_outbox(self, now: float, limit: int, skip: frozenset[str] = frozenset(),
+                          probe: frozenset[str] = frozenset(),
+                          exclude_ids: frozenset[int] = frozenset(),
+                          exclude_cases: frozenset[str] = frozenset()) -> list[OutboxEntry]:
+        lease = now + self._lease_s
 
-        result: tuple[list[OutboxEntry], set[str]] = await self._run(op)
+        def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            heads, probed = [], set()
+            for entry in _due(conn, now, limit, skip):
+                if entry.id in exclude_ids or entry.case_id in exclude_cases:
+                    continue
+                if entry.destination in probe:  # a half-open circuit: one entry only
+                    if entry.destination in probed:
+                        continue
+                    probed.add(entry.destination)
+                heads.append(entry)
+            conn.executemany("UPDATE outbox SET lease_until=? WHERE id=?",
+                             [(lease, e.id) for e in heads])  # claimed by this process
+            return heads
+
+        result: list[OutboxEntry] = await self._run(op)
         return result
+
+    async def release_outbox(self, entry_id: int) -> None:
+        await self._run(lambda conn: conn.execute(
+            "UPDATE outbox SET lease_until=0 WHERE id=?", (entry_id,)))
 
     async def finish_outbox(self, entry_id: int) -> None:
         await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)))
@@ -366,7 +402,8 @@ class SqliteStore:
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
                            dead: bool = False) -> None:
         await self._run(lambda conn: conn.execute(
-            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=?, dead=? WHERE id=?",
+            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=?, dead=?, "
+            "lease_until=0 WHERE id=?",
             (next_at, error[:500], int(dead), entry_id)))
 
     async def count_outbox(self) -> int:
@@ -391,6 +428,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
     if "dead" not in columns:
         conn.execute("ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0")
+    if "lease_until" not in columns:
+        conn.execute("ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,11 +525,11 @@ def _due(conn: sqlite3.Connection, now: float, limit: int,
     # a dead entry is its case's MIN(id): it holds back the later ones
     rows = conn.execute(
         "SELECT o.id, o.destination, o.case_id, o.kind, o.payload, o.attempts "
-        "FROM outbox o WHERE o.next_at <= ? AND o.dead = 0 AND o.id = "
+        "FROM outbox o WHERE o.next_at <= ? AND o.lease_until <= ? AND o.dead = 0 AND o.id = "
         "(SELECT MIN(id) FROM outbox WHERE case_id = o.case_id) "
         f"AND o.destination NOT IN ({','.join('?' * len(skip))}) "
         "ORDER BY o.id LIMIT ?",
-        (now, *sorted(skip), limit)).fetchall()
+        (now, now, *sorted(skip), limit)).fetchall()
     return [OutboxEntry(*row) for row in rows]
 
 
@@ -502,22 +541,31 @@ def _find_case(conn: sqlite3.Connection, case: pb.Case) -> CaseRecord | None:
     return None if row is None else _record(row)
 
 
-def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects) -> None:
+def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects,
+                 lease: float) -> None:
     case = record.case
     conn.execute(
         "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?)",
         (case.case_id, case.origin_partner, case.case_number, case.state,
          record.upstream, record.downstream, record.request_digest,
          case.SerializeToString()))
-    _apply_effects(conn, case.case_id, effects)
+    _apply_effects(conn, case.case_id, effects, lease)
 
 
-def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects) -> None:
-    effects.outbox_ids[:] = [
-        conn.execute("INSERT INTO outbox (destination, case_id, kind, payload) "
-                     "VALUES (?,?,?,?)", (o.destination, o.case_id, o.kind, o.payload)
-                     ).lastrowid or 0
-        for o in effects.outbox]
+def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
+                   lease: float) -> None:
+    effects.outbox_ids.clear()
+    effects.outbox_behind.clear()
+    for o in effects.outbox:
+        # an entry with older ones of its case still stored must wait for them, whichever
+        # process wrote them: it is left unleased, for the poll that keeps the order
+        behind = conn.execute("SELECT 1 FROM outbox WHERE case_id=? LIMIT 1",
+                              (o.case_id,)).fetchone() is not None
+        effects.outbox_ids.append(conn.execute(
+            "INSERT INTO outbox (destination, case_id, kind, payload, lease_until) "
+            "VALUES (?,?,?,?,?)", (o.destination, o.case_id, o.kind, o.payload,
+                                   0.0 if behind else lease)).lastrowid or 0)
+        effects.outbox_behind.append(behind)
     if effects.events:
         conn.executemany("INSERT INTO events (case_id, body) VALUES (?,?)",
                          [(e.case_id, e.SerializeToString()) for e in effects.events])
