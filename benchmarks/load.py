@@ -52,14 +52,16 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             await stub(body)
     else:
         config = load_config(args.config, self_id=args.gateway)
-        client = client_for(config, args.partner)  # signs, and checks signed answers
+        # several clients, each its own TCP connection, so SO_REUSEPORT spreads them
+        clients = [client_for(config, args.partner) for _ in range(args.channels)]
         run_id = f"{time.time_ns() % 10**12:012d}"
 
         async def call() -> None:
             nonlocal seq
             seq += 1
-            await client.submit(case_number=f"B{run_id}-{seq}", target_division=args.division,
-                                item_code=args.item, applicant=APPLICANT, form=FORM)
+            await clients[seq % len(clients)].submit(
+                case_number=f"B{run_id}-{seq}", target_division=args.division,
+                item_code=args.item, applicant=APPLICANT, form=FORM)
 
     async def worker() -> None:
         nonlocal errors, acked
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--target", help="host:port for --kind raw")
     parser.add_argument("--kind", choices=("raw", "submit"), default="raw")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=1, help="connections (submit)")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)

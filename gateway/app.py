@@ -42,11 +42,13 @@ class GatewayApp:
     """One running gateway. ``memory=True`` keeps the store in memory (tests, demo)."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 memory: bool = False) -> None:
+                 memory: bool = False, reuse_port: bool = False) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         path = ":memory:" if memory else config.data_dir / "gateway.sqlite3"
-        self.store = SqliteStore(path, clock=self.clock)
+        # reuse_port: one of several processes on one port and one store (SO_REUSEPORT)
+        self.reuse_port = reuse_port
+        self.store = SqliteStore(path, clock=self.clock, exclusive=not reuse_port)
         self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)
@@ -89,7 +91,7 @@ class GatewayApp:
             await adapter.start()
         limit = self.config.limits.max_message_bytes
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                          ("grpc.so_reuseport", 0)])
+                                          ("grpc.so_reuseport", int(self.reuse_port))])
         server.add_generic_rpc_handlers((GatewayServicer(
             self.engine, self.verifier, self.config.signing_key, self.clock).generic_handler(),))
         health_servicer = health.aio.HealthServicer()
@@ -109,7 +111,7 @@ class GatewayApp:
                                access_log=None)
         await runner.setup()
         host, port = _split(self.config.me.http)
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=self.reuse_port or None).start()
         self._web = runner
         self.engine.outbox.start()
         self.monitor.start()

@@ -31,7 +31,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from gateway.app import GatewayApp
     from gateway.config import load_config
 
-    app = GatewayApp(load_config(args.config, self_id=args.self_id))
+    app = GatewayApp(load_config(args.config, self_id=args.self_id),
+                     reuse_port=args.reuse_port)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", default="partners.toml")
     serve.add_argument("--as", dest="self_id", help="gateway id from [[gateways]] "
                        "(default: [self].id)")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="one of several processes sharing the ports and the store "
+                       "(SO_REUSEPORT); see docs/benchmarks.md for what is per process")
 
     demo = sub.add_parser("demo", help="run a three-gateway federation and submit cases")
     demo.add_argument("--config", default="partners.toml")

@@ -38,6 +38,7 @@ class SignedChannel:
         # the outbox's breaker paces retries; the channel must not add minutes of its own
         # reconnect backoff (gRPC's default grows to 120 s) once the far side is back
         self._channel = grpc.aio.insecure_channel(target, options=[
+            ("grpc.use_local_subchannel_pool", 1),  # a connection of its own per channel
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),

@@ -46,11 +46,12 @@ def write_config(tmp_path: Path, platform_port: int) -> tuple[Path, int, int]:
     return path, grpc_port, http_port
 
 
-async def start_gateway(config: Path, http_port: int, log: Path) -> subprocess.Popen[bytes]:
+async def start_gateway(config: Path, http_port: int, log: Path,
+                        *extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(  # noqa: ASYNC220  (started once, waited on via /healthz)
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
-             "--as", "310000-gw"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
+             "--as", "310000-gw", *extra], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink)
 
     async def healthy() -> bool:
         if proc.poll() is not None:
@@ -147,3 +148,51 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
     assert redelivered <= 128
     print(f"\nacked before kill {len(acked)}, retried {len(retried)}, "
           f"raw redeliveries {redelivered}")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(180)
+async def test_two_processes_on_one_port_and_store_deliver_each_case_once(
+        tmp_path: Path) -> None:
+    """`serve --reuse-port` twice: connections spread over both processes, the shared
+    store still makes one case per case number, and each reaches the target once."""
+    platform_port = free_port()
+    config_path, _, http_port = write_config(tmp_path, platform_port)
+    config = load_config(config_path, self_id="310000-gw")
+    log = tmp_path / "gateway.log"
+    platform = Platform(config.me.keys)
+    numbers = [f"MP-{i:04d}" for i in range(300)]
+    async with serving(platform, platform_port):
+        procs = [await start_gateway(config_path, http_port, log, "--reuse-port")
+                 for _ in range(2)]
+        clients = [client_for(config, "310000") for _ in range(8)]  # 8 connections
+        try:
+            answers: dict[str, str] = {}
+
+            async def submit(i: int, number: str) -> None:
+                answer = await clients[i % 8].submit(
+                    case_number=number, target_division="310115", item_code="yb-ba",
+                    applicant=APPLICANT)
+                answers.setdefault(number, answer.case.case_id)
+                assert answers[number] == answer.case.case_id
+
+            await asyncio.gather(*(submit(i, n) for i, n in enumerate(numbers)))
+            # the same numbers again, through other connections: the same cases
+            await asyncio.gather(*(submit(i + 3, n) for i, n in enumerate(numbers[:50])))
+
+            async def delivered() -> bool:
+                return len(platform.cases) == len(numbers)
+
+            await until(delivered, within=60)
+            await asyncio.sleep(1.0)  # anything sent twice would arrive by now
+            assert set(platform.cases) == set(answers.values())
+            assert sum(platform.calls.values()) == len(numbers)  # once each, no leases lost
+        finally:
+            for client in clients:
+                await client.close()
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                assert proc.wait(timeout=20) == 0, log.read_text()
+    served = log.read_text()
+    assert "Traceback" not in served, served
