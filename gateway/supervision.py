@@ -58,7 +58,11 @@ async def _feed(engine: Engine, supervisor: Supervisor, after: int,
             if (not kinds or event.kind in kinds) and in_scope(event, supervisor):
                 yield event
         if len(page) < PAGE:
-            await tick.wait()
+            # woken by this process's commits; the timeout catches those of other
+            # processes sharing the store (serve --reuse-port)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await tick.wait()
 
 
 class Monitor:
