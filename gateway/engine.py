@@ -85,7 +85,7 @@ class Engine:
 
     # -- admission -----------------------------------------------------------------------
     def _new_case(self, partner: Partner, req: gw.SubmitCaseRequest, digest: str,
-                  field: str = "") -> tuple[CaseRecord, Effects, str]:
+                  field: str = "", bundle_id: str = "") -> tuple[CaseRecord, Effects, str]:
         """Check a submission and build its case, ready to store. No I/O."""
         prefix = f"{field}." if field else ""
         item = check_submit(req, dict(self.config.items), prefix)
@@ -108,7 +108,7 @@ class Engine:
             alliance=admission.alliance, applicant=req.applicant, form=req.form,
             materials=req.materials, state=pb.CASE_STATE_SUBMITTED,
             submitted_at=timestamp(now), updated_at=timestamp(now),
-            deadline=timestamp(self._deadline(item, now)))
+            deadline=timestamp(self._deadline(item, now)), bundle_id=bundle_id)
         if req.HasField("delivery_preference"):
             case.delivery_preference.CopyFrom(req.delivery_preference)
         case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(now), actor=partner.id,
@@ -157,13 +157,8 @@ class Engine:
         built = []
         for i, part in enumerate(req.parts):
             part_digest = hashlib.sha256(part.SerializeToString()).hexdigest()
-            record, effects, _ = self._new_case(partner, part, part_digest, f"parts[{i}]")
-            record.case.bundle_id = bundle_id
-            for e in effects.events:
-                e.bundle_id = bundle_id
-            effects.outbox[:] = [self._case_outbox(record.case, self.routes.route(
-                record.case.target_division), hops=0, path=[])]
-            built.append((record, effects))
+            built.append(self._new_case(partner, part, part_digest, f"parts[{i}]",
+                                        bundle_id)[:2])
         bundle = BundleRecord(bundle_id=bundle_id, bundle_number=req.bundle_number,
                               origin_partner=partner.id, name=req.name,
                               case_ids=tuple(r.case.case_id for r, _ in built),

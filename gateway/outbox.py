@@ -70,10 +70,6 @@ class OutboxWorker:
     def observe(self, observer: Observer) -> None:
         self._observe = observer
 
-    def kick(self) -> None:
-        """Poll the store now (after a redrive, or when a poll-path send succeeded)."""
-        self._wake.set()
-
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="tongban-outbox")
 
