@@ -147,9 +147,11 @@ class OutboxWorker:
         for entry in heads:
             if self._stopping:
                 break
-            if (entry.id in self._inflight or entry.case_id in self._lanes
-                    or not self.breakers.allow(entry.destination, now)):
-                continue  # changed while we read; its lease runs out or is reset on failure
+            if entry.id in self._inflight:
+                continue  # its send resets or ends the lease
+            if entry.case_id in self._lanes or not self.breakers.allow(entry.destination, now):
+                self._release(entry)  # claimed, but things changed while we read
+                continue
             self._launch(entry, lane=False)
             started += 1
         return started
