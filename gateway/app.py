@@ -123,7 +123,7 @@ class GatewayApp:
 
     async def _metrics(self) -> bytes:
         """Gauges are read from the store at scrape time, so they are never stale."""
-        counts = await self.store.case_counts(self.clock.now())
+        counts = await self.store.case_counts()
         breakers = {d: state is not BreakerState.CLOSED
                     for d, state in self.engine.outbox.breaker_states().items()}
         self.metrics.set_counts(counts, breakers)

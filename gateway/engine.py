@@ -167,22 +167,18 @@ class Engine:
         if duplicate and stored.request_digest != digest:
             raise AlreadyExists(f"bundle_number {req.bundle_number} was used for a different "
                                 "bundle", field="bundle_number")
-        if not duplicate:
-            for _, fx in built:
-                self._committed(fx)
-        return gw.SubmitBundleResponse(bundle=await self.bundle(caller, stored.bundle_id),
-                                       duplicate=duplicate)
+        if duplicate:
+            return gw.SubmitBundleResponse(bundle=await self.bundle(caller, stored.bundle_id),
+                                           duplicate=True)
+        for _, fx in built:
+            self._committed(fx)
+        return gw.SubmitBundleResponse(bundle=_bundle_message(stored, [r for r, _ in built]))
 
     async def bundle(self, caller: str, bundle_id: str) -> gw.Bundle:
         found = await self.store.get_bundle(bundle_id)
         if found is None or found[0].origin_partner != caller:
             raise NotFound(f"bundle {bundle_id} not found", field="bundle_id")
-        record, parts = found
-        cases = [p.case for p in parts]
-        return gw.Bundle(bundle_id=record.bundle_id, bundle_number=record.bundle_number,
-                         origin_partner=record.origin_partner, name=record.name,
-                         state=int(aggregate([State(c.state) for c in cases])),  # type: ignore[arg-type]
-                         parts=cases)
+        return _bundle_message(*found)
 
     async def forward(self, caller: str, req: gw.ForwardCaseRequest) -> gw.ForwardCaseResponse:
         """Accept a case from a linked gateway and pass it on (federation)."""
@@ -391,3 +387,11 @@ class Engine:
                                                  forwarded, done_outbox=entry.id)
         self._notify(record.case)
         self._committed(*written)
+
+
+def _bundle_message(record: BundleRecord, parts: list[CaseRecord]) -> gw.Bundle:
+    cases = [p.case for p in parts]
+    return gw.Bundle(bundle_id=record.bundle_id, bundle_number=record.bundle_number,
+                     origin_partner=record.origin_partner, name=record.name,
+                     state=int(aggregate([State(c.state) for c in cases])),  # type: ignore[arg-type]
+                     parts=cases)

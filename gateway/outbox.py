@@ -101,7 +101,7 @@ class OutboxWorker:
                 lane.append(entry)  # this process wrote the older ones: same order
             elif behind:
                 pass  # stored unleased behind older entries: the poll keeps the order
-            elif (self._stopping or entry.destination in self.breakers.blocked(now)
+            elif (self._stopping
                   or self.breakers.state(entry.destination, now) is not BreakerState.CLOSED):
                 self._release(entry)
             else:

@@ -101,6 +101,14 @@ class GatewayServicer:
             exc = GatewayError("internal error (logged at the gateway)")
         await context.abort_with_status(rpc_status.to_status(to_status(exc, self.self_id)))
 
+    async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
+                      method: str, claims: Claims | None, body: bytes, case_id: str) -> None:
+        """Audit a refused call (best effort: the refusal goes out regardless), then abort."""
+        error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
+        with contextlib.suppress(GatewayError):
+            await self._audit(method, claims, body, case_id, error.code.name, error.details())
+        await self._abort(context, exc, method)
+
     def _unary(self, name: str, cls: type[Message],
                fn: Handler) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]],
                                         Awaitable[bytes]]:
@@ -126,11 +134,7 @@ class GatewayServicer:
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except Exception as exc:
-                error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
-                with contextlib.suppress(GatewayError):  # the refusal goes out regardless
-                    await self._audit(method, claims, body, _case_id(request),
-                                      error.code.name, error.details())
-                await self._abort(context, exc, method)
+                await self._refuse(context, exc, method, claims, body, _case_id(request))
                 raise  # abort raises; this line is never reached
 
         return handle
@@ -192,10 +196,7 @@ class GatewayServicer:
             async for event in events:
                 yield gw.SubscribeResponse(event=event)
         except Exception as exc:
-            error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
-            with contextlib.suppress(GatewayError):
-                await self._audit(method, claims, body, "", error.code.name, error.details())
-            await self._abort(context, exc, method)
+            await self._refuse(context, exc, method, claims, body, "")
 
     async def _watch(self, body: bytes,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:

@@ -110,7 +110,7 @@ class Store(Protocol):
         """Timers due by now, except deadline timers of cases paused in 补正."""
         ...
 
-    async def case_counts(self, now: float) -> dict[str, int]:
+    async def case_counts(self) -> dict[str, int]:
         """Gauges for /metrics: open, overdue (alarm raised, still open), outbox, dead."""
         ...
 

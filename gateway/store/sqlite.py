@@ -309,13 +309,13 @@ class SqliteStore:
         result: list[Timer] = await self._run(op)
         return result
 
-    async def case_counts(self, now: float) -> dict[str, int]:
+    async def case_counts(self) -> dict[str, int]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
-            open_states = (pb.CASE_STATE_REJECTED, pb.CASE_STATE_RESULT_DELIVERED,
-                           pb.CASE_STATE_CANCELLED, pb.CASE_STATE_EXPIRED)
+            final = (pb.CASE_STATE_REJECTED, pb.CASE_STATE_RESULT_DELIVERED,
+                     pb.CASE_STATE_CANCELLED, pb.CASE_STATE_EXPIRED)
             return {
                 "open": conn.execute("SELECT COUNT(*) FROM cases WHERE state NOT IN "
-                                     "(?,?,?,?)", open_states).fetchone()[0],
+                                     "(?,?,?,?)", final).fetchone()[0],
                 "overdue": conn.execute("SELECT COUNT(*) FROM timers WHERE kind='overdue' "
                                         "AND fired = 1").fetchone()[0],
                 "outbox": conn.execute("SELECT COUNT(*) FROM outbox WHERE dead=0"
