@@ -28,6 +28,7 @@ class GrpcPartnerAdapter:
         self._channel = SignedChannel(address, issuer=ctx.gateway_id, audience=party.id,
                                       signing_key=ctx.signing_key, verifier=ctx.verifier,
                                       clock=ctx.clock,
+                                      batch=ctx.batch_signer if party.batch_signatures else None,
                                       timeout_s=float(party.settings.get("timeout_s", 10.0)))
 
     async def start(self) -> None:

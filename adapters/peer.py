@@ -17,7 +17,8 @@ class PeerAdapter:
         self.peer = party
         self._channel = SignedChannel(party.grpc, issuer=ctx.gateway_id, audience=party.id,
                                       signing_key=ctx.signing_key, verifier=ctx.verifier,
-                                      clock=ctx.clock)
+                                      clock=ctx.clock,
+                                      batch=ctx.batch_signer if party.batch_signatures else None)
 
     async def start(self) -> None:
         pass

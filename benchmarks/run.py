@@ -36,6 +36,7 @@ GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_del
 class Proc:
     name: str
     proc: asyncio.subprocess.Process
+    profiled: bool = False  # run under py-spy: CPU is the child's, not py-spy's
     lines: list[str] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
 
@@ -58,8 +59,16 @@ class Proc:
         counts = [int(x.split()[1]) for x in self.lines if x.startswith("RECEIVED")]
         return counts[-1] if counts else 0
 
+    @property
+    def pid(self) -> int:
+        if self.profiled:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            if children.split():
+                return int(children.split()[0])
+        return self.proc.pid
+
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return cpu_seconds(self.pid)
 
 
 async def spawn(name: str, *argv: str) -> Proc:
@@ -160,13 +169,13 @@ async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, f
     load = await spawn("load", PY, "-m", "benchmarks.load", *load_argv)
     await load.wait_line("START", within=60)
     before = {name: p.cpu() for name, p in servers.items()}
-    threads_before = {name: thread_cpu(p.proc.pid) for name, p in servers.items()}
+    threads_before = {name: thread_cpu(p.pid) for name, p in servers.items()}
     t0 = time.perf_counter()
     line = await load.wait_line("{", within=600)
     elapsed = time.perf_counter() - t0
     after = {name: p.cpu() for name, p in servers.items()}
     for name, p in servers.items():  # where each server's CPU went, for profiling
-        now = thread_cpu(p.proc.pid)
+        now = thread_cpu(p.pid)
         spent = {t: now[t] - threads_before[name].get(t, 0.0) for t in now}
         print(f"    {name} threads: " + ", ".join(
             f"{t} {v / elapsed:.2f}" for t, v in sorted(spent.items(), key=lambda kv: -kv[1])
@@ -228,6 +237,7 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
                 argv = ["py-spy", "record", "--format", "raw", "--threads", "--rate", "250", "-o",
                         str(out), "--", *argv]
             proc = await spawn(gw, *argv)
+            proc.profiled = bool(args.profile)
             procs.append(proc)
             await healthy(ports[gw].split("|")[1])
             servers[f"gateway{gateways.index(gw) + 1}" if name == "federated" else "gateway"] = proc
@@ -332,7 +342,10 @@ def main() -> None:
                         help="also measure p99 at half the routed saturation rate")
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed")
     parser.add_argument("--profile", help="run gateways under py-spy, stacks into this folder")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
@@ -52,6 +53,7 @@ class GatewayApp:
         self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)
+        self.batch_signer = BatchSigner(config.signing_key, config.self_id)
         self.adapters: dict[str, PartnerAdapter] = {}
         self.metrics = Metrics(config.self_id)
         self.engine = Engine(config, self.store, self.adapters, self.clock,
@@ -70,7 +72,8 @@ class GatewayApp:
         factories = adapter_factories()
         ctx = AdapterContext(gateway_id=self.config.self_id, signing_key=self.config.signing_key,
                              verifier=self.verifier, clock=self.clock,
-                             data_dir=self.config.data_dir, report=self._report)
+                             data_dir=self.config.data_dir, report=self._report,
+                             batch_signer=self.batch_signer)
         parties: list[Partner | Gateway] = [*self.config.local_partners()]
         parties += [self.config.gateways[g] for g in self.config.me.links]
         for party in parties:
@@ -93,7 +96,7 @@ class GatewayApp:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                           ("grpc.so_reuseport", int(self.reuse_port))])
         server.add_generic_rpc_handlers((GatewayServicer(
-            self.engine, self.verifier, self.config.signing_key, self.clock).generic_handler(),))
+            self.engine, self.verifier, self.batch_signer, self.clock).generic_handler(),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

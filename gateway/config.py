@@ -61,6 +61,9 @@ class Party:
     name: str
     prefixes: tuple[str, ...]
     keys: tuple[PublicKey, ...]
+    # it verifies batch tokens (docs/signing.md §7), so what we send it may share one
+    # signature with other messages; tongban gateways always do, platforms opt in
+    batch_signatures: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +357,7 @@ class _Loader:
                 prefixes=entry.strings("prefixes", PREFIX),
                 keys=self._keys(entry, gid), grpc=entry.string("grpc"),
                 http=entry.string("http"), links=entry.strings("links", PARTY_ID),
+                batch_signatures=entry.get("batch_signatures", bool, True),
             )
         for entry in entries:
             for i, link in enumerate(out[entry.string("id")].links):
@@ -388,6 +392,7 @@ class _Loader:
                 keys=self._keys(entry, pid), gateway=gateway,
                 adapter=entry.string("adapter", "embedded"),
                 settings=dict(entry.get("settings", dict, {})),
+                batch_signatures=entry.get("batch_signatures", bool, False),
             )
         return out
 

@@ -90,7 +90,8 @@ def client_for(config: Config, partner_id: str, clock: Clock | None = None) -> P
     key_file = config.source.parent / "demo-keys" / f"{partner_id}.pem"
     key = load_private_key(key_file.read_bytes(), kid=f"{partner_id}#k1")
     return PartnerClient(gateway.grpc, partner_id=partner_id, gateway_id=gateway.id, key=key,
-                         gateway_keys=gateway.keys, clock=clock)
+                         gateway_keys=gateway.keys, clock=clock,
+                         batch_signatures=party.batch_signatures)
 
 
 async def follow(client: PartnerClient, case_id: str, limit_s: float = 15.0) -> pb.Case:

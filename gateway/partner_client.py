@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from gateway.batchsign import BatchSigner
 from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -24,13 +25,18 @@ SERVICE = "/tongban.v1.Gateway/"
 
 class PartnerClient:
     def __init__(self, address: str, *, partner_id: str, gateway_id: str, key: SigningKey,
-                 gateway_keys: Sequence[PublicKey], clock: Clock | None = None) -> None:
+                 gateway_keys: Sequence[PublicKey], clock: Clock | None = None,
+                 batch_signatures: bool = False) -> None:
+        """batch_signatures: concurrent calls share one signature (docs/signing.md §7);
+        the gateway verifies those from any caller."""
         self.partner_id, self.gateway_id, self._key = partner_id, gateway_id, key
         self._clock = clock or SystemClock()
         verifier = Verifier(audience=partner_id,
                             keys_for=lambda i: gateway_keys if i == gateway_id else ())
         self._channel = SignedChannel(address, issuer=partner_id, audience=gateway_id,
-                                      signing_key=key, verifier=verifier, clock=self._clock)
+                                      signing_key=key, verifier=verifier, clock=self._clock,
+                                      batch=BatchSigner(key, partner_id) if batch_signatures
+                                      else None)
         self._stream_channel = grpc.aio.insecure_channel(address)
 
     async def close(self) -> None:

@@ -18,10 +18,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
+from gateway.batchsign import BatchSigner
 from gateway.engine import Engine
 from gateway.errors import GatewayError, InvalidArgument, Unavailable
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, Claims, SigningKey, Verifier, body_digest, sign
+from gateway.signing import HEADER, Claims, Verifier, body_digest, sign
 from gateway.supervision import subscribe
 from gateway.types import Clock
 
@@ -54,9 +55,24 @@ def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
 
 
 class GatewayServicer:
-    def __init__(self, engine: Engine, verifier: Verifier, key: SigningKey, clock: Clock) -> None:
-        self.engine, self.verifier, self.key, self.clock = engine, verifier, key, clock
+    def __init__(self, engine: Engine, verifier: Verifier, signer: BatchSigner,
+                 clock: Clock) -> None:
+        self.engine, self.verifier, self.signer, self.clock = engine, verifier, signer, clock
         self.self_id = engine.config.self_id
+        config = engine.config
+        self._batch_to = frozenset(  # callers that verify batch tokens
+            p.id for p in (*config.partners.values(), *config.gateways.values(),
+                           *config.supervisors.values()) if p.batch_signatures)
+
+    async def _answer(self, claims: Claims, method: str, out: bytes) -> str:
+        """The response signature; shared with the other answers of this loop turn when
+        the caller verifies batch tokens."""
+        if claims.iss in self._batch_to:
+            token, _ = await self.signer.sign(aud=claims.iss, method=method, body=out,
+                                              now=self.clock.now(), request=claims)
+            return token
+        return sign(self.signer.key, iss=self.self_id, aud=claims.iss, method=method, body=out,
+                    now=self.clock.now(), request=claims)[0]
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         unary: dict[str, tuple[type[Message], Handler]] = {
@@ -127,8 +143,7 @@ class GatewayServicer:
                 finally:
                     PENDING_AUDIT.reset(token)
                 out = response.SerializeToString()
-                answer, _ = sign(self.key, iss=self.self_id, aud=claims.iss, method=method,
-                                 body=out, now=self.clock.now(), request=claims)
+                answer = await self._answer(claims, method, out)
                 if pending.seq is None:  # a read or a duplicate: audited on its own
                     await self._audit(method, claims, body, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))

@@ -33,10 +33,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from gateway import merkle
 from gateway.errors import Unauthenticated
 
 HEADER = "x-tongban-signature"
 TYP = "tongban+jwt"
+BATCH_TYP = "tongban-batch+jwt"  # the JWS over a batch's tree root
 ALGORITHMS = ("EdDSA", "ES256")
 
 
@@ -190,10 +192,10 @@ class Claims:
     kid: str = ""
 
 
-def sign(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: float,
-         ttl: int = 120, request: Claims | None = None, jti: str | None = None
-         ) -> tuple[str, Claims]:
-    """A compact JWS over body for method, and its claims; with request, a response bound to it.
+def claims_for(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: float,
+               ttl: int = 120, request: Claims | None = None, jti: str | None = None
+               ) -> tuple[Claims, bytes]:
+    """The claims of a signature over body for method, and their JSON (the JWS payload).
 
     jti is random unless given (only docs/signing.md's worked example fixes it).
     """
@@ -206,22 +208,53 @@ def sign(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: 
                             "jti": claims.jti, "mth": method, "bdg": claims.bdg}
     if request is not None:
         data |= {"rti": claims.rti, "rdg": claims.rdg}
-    payload = json.dumps(data, separators=(",", ":")).encode()
-    signing_input = f"{_header(key.alg, key.kid)}.{b64url(payload)}"
+    return claims, json.dumps(data, separators=(",", ":")).encode()
+
+
+def compact(key: SigningKey, typ: str, payload: bytes) -> str:
+    """A compact JWS (RFC 7515 §7.1) of payload."""
+    signing_input = f"{_header(key.alg, key.kid, typ)}.{b64url(payload)}"
     signature = _sign_bytes(key.key, key.alg, signing_input.encode("ascii"))
-    return f"{signing_input}.{b64url(signature)}", claims
+    return f"{signing_input}.{b64url(signature)}"
 
 
-_HEADERS: dict[tuple[str, str], str] = {}
+def sign(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes, now: float,
+         ttl: int = 120, request: Claims | None = None, jti: str | None = None
+         ) -> tuple[str, Claims]:
+    """A compact JWS over body for method, and its claims; with request, a response bound to it."""
+    claims, payload = claims_for(key, iss=iss, aud=aud, method=method, body=body, now=now,
+                                 ttl=ttl, request=request, jti=jti)
+    return compact(key, TYP, payload), claims
 
 
-def _header(alg: str, kid: str) -> str:
+def seal(key: SigningKey, iss: str, payloads: Sequence[bytes]) -> list[str]:
+    """One token per claims payload, all under one signature (docs/signing.md §7).
+
+    A single payload gets an ordinary compact JWS. Several get a batch token each,
+    ``<JWS of the tree root>~<the payload>~<its path to the root>``, so one Ed25519
+    signature serves a whole batch and the receiver checks it once (Verifier caches
+    roots it has verified).
+    """
+    if len(payloads) == 1:
+        return [compact(key, TYP, payloads[0])]
+    root, paths = merkle.build(payloads)
+    head = json.dumps({"iss": iss, "mrk": b64url(root), "n": len(payloads)},
+                      separators=(",", ":")).encode()
+    jws = compact(key, BATCH_TYP, head)
+    return [f"{jws}~{b64url(payload)}~{b64url(path)}"
+            for payload, path in zip(payloads, paths, strict=True)]
+
+
+_HEADERS: dict[tuple[str, str, str], str] = {}
+
+
+def _header(alg: str, kid: str, typ: str = TYP) -> str:
     """The protected header, encoded once per key (as PyJWT orders its members)."""
-    encoded = _HEADERS.get((alg, kid))
+    encoded = _HEADERS.get((alg, kid, typ))
     if encoded is None:
-        header = {"alg": alg, "kid": kid, "typ": TYP}
+        header = {"alg": alg, "kid": kid, "typ": typ}
         encoded = b64url(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-        _HEADERS[(alg, kid)] = encoded
+        _HEADERS[(alg, kid, typ)] = encoded
     return encoded
 
 
@@ -266,11 +299,19 @@ class Verifier:
     skew_s: int = 60
     max_ttl_s: int = 300
     replay: ReplayCache = field(default_factory=ReplayCache)
+    root_cache_size: int = 4096  # verified batch roots kept (a batch lives milliseconds)
+    _roots: dict[str, tuple[str, bytes]] = field(default_factory=dict, repr=False)
+    signature_checks: int = 0  # public-key operations done (a batch's root counts once)
 
-    def _decode(self, token: str | None, now: float) -> tuple[dict[str, Any], str]:
-        if not token:
-            raise Unauthenticated(f"missing {HEADER} metadata")
-        parts = token.split(".")
+    def _key(self, kid: str) -> PublicKey:
+        key = next((k for k in self.keys_for(kid.split("#", 1)[0]) if k.kid == kid), None)
+        if key is None:
+            raise Unauthenticated(f"unknown key {kid}")
+        return key
+
+    def _open(self, jws: str, typ: str) -> tuple[bytes, PublicKey]:
+        """The payload of a compact JWS whose signature checks out, and the key it used."""
+        parts = jws.split(".")
         try:
             if len(parts) != 3:
                 raise ValueError("a compact JWS has three parts")
@@ -284,18 +325,63 @@ class Verifier:
         if "crit" in header:
             raise Unauthenticated("critical header parameters are not supported")
         kid = header.get("kid")
-        if header.get("typ") != TYP or not isinstance(kid, str) or "#" not in kid:
-            raise Unauthenticated(f'signature header needs typ "{TYP}" and kid "<id>#<key-id>"')
-        owner = kid.split("#", 1)[0]
-        key = next((k for k in self.keys_for(owner) if k.kid == kid), None)
-        if key is None:
-            raise Unauthenticated(f"unknown key {kid}")
+        if header.get("typ") != typ or not isinstance(kid, str) or "#" not in kid:
+            raise Unauthenticated(f'signature header needs typ "{typ}" and kid "<id>#<key-id>"')
+        key = self._key(kid)
         if header.get("alg") != key.alg:
             raise Unauthenticated(f"key {kid} signs with {key.alg}, not {header.get('alg')}")
+        self.signature_checks += 1
         try:
             _verify_bytes(key.key, key.alg, signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
         except (InvalidSignature, UnicodeEncodeError) as exc:
             raise Unauthenticated(f"bad signature for {kid}") from exc
+        return payload, key
+
+    def _open_batch(self, token: str) -> tuple[bytes, PublicKey]:
+        """The claims of one message of a batch (docs/signing.md §7), and the batch's key.
+
+        The root's signature is checked once per batch: a verified (JWS, root) pair is
+        kept, keyed by the whole JWS including its signature, so a hit proves exactly
+        what a fresh check would. The key is looked up again on every hit: a key taken
+        out of partners.toml stops working at once.
+        """
+        parts = token.split("~")
+        if len(parts) != 3:
+            raise Unauthenticated("malformed batch signature: expected <JWS>~<claims>~<path>")
+        jws, leaf_b64, path_b64 = parts
+        known = self._roots.get(jws)
+        if known is None:
+            head, key = self._open(jws, BATCH_TYP)
+            try:
+                root_claims = json.loads(head)
+                root = b64url_decode(root_claims["mrk"])
+            except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+                raise Unauthenticated(f"bad batch root for {key.kid}: {exc!r}") from None
+            if root_claims.get("iss") != key.owner:
+                raise Unauthenticated(f"batch iss {root_claims.get('iss')!r} does not own "
+                                      f"key {key.kid}")
+            if len(root) != 32:
+                raise Unauthenticated("batch mrk is not a SHA-256 hash")
+            if len(self._roots) >= self.root_cache_size:
+                del self._roots[next(iter(self._roots))]  # the oldest
+            self._roots[jws] = (key.kid, root)
+        else:
+            kid, root = known
+            key = self._key(kid)
+        try:
+            leaf = b64url_decode(leaf_b64)
+            reached = merkle.root_of(leaf, b64url_decode(path_b64))
+        except (ValueError, binascii.Error) as exc:
+            raise Unauthenticated(f"malformed batch signature: {exc}") from None
+        if reached != root:
+            raise Unauthenticated(f"batch path does not lead to the root {key.kid} signed")
+        return leaf, key
+
+    def _decode(self, token: str | None, now: float) -> tuple[dict[str, Any], str]:
+        if not token:
+            raise Unauthenticated(f"missing {HEADER} metadata")
+        payload, key = self._open_batch(token) if "~" in token else self._open(token, TYP)
+        kid, owner = key.kid, key.owner
         try:
             claims = json.loads(payload)
         except ValueError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.signing import SigningKey, Verifier
 
@@ -59,3 +60,4 @@ class AdapterContext:
     clock: Clock
     data_dir: Path
     report: Reporter
+    batch_signer: BatchSigner  # for parties with batch_signatures (docs/signing.md §7)

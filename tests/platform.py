@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.signing import HEADER, PublicKey, Verifier, load_private_key, sign
@@ -39,23 +40,32 @@ def grpc_partner_text(port: int, text: str | None = None, *, extra: str = "") ->
 
 class Platform:
     def __init__(self, gateway_keys: tuple[PublicKey, ...], *,
-                 refuse: grpc.StatusCode | None = None) -> None:
+                 refuse: grpc.StatusCode | None = None, batch: bool = False) -> None:
+        """batch: answers share signatures (the gateway then needs batch_signatures); calls
+        arrive one per loop turn, so the signer lingers a little for company."""
         self.key = load_private_key((ROOT / "demo-keys" / f"{PLATFORM_ID}.pem").read_bytes(),
                                     kid=f"{PLATFORM_ID}#k1")
         self.verifier = Verifier(audience=PLATFORM_ID,
                                  keys_for=lambda i: gateway_keys if i == GATEWAY_ID else ())
         self.refuse = refuse
+        self.signer = BatchSigner(self.key, PLATFORM_ID, linger_s=0.005) if batch else None
+        self.tokens: list[str] = []  # the request signatures received, in order
         self.cases: dict[str, pb.Case] = {}
         self.updates: dict[str, pb.CaseUpdate] = {}
         self.calls: Counter[str] = Counter()  # case_id or update_id -> calls received
         self.arrived = asyncio.Event()
 
-    def _answer(self, method: str, body: bytes, context: Any, out: bytes) -> bytes:
+    async def _answer(self, method: str, body: bytes, context: Any, out: bytes) -> bytes:
         token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
                      None)
+        self.tokens.append(token or "")
         claims = self.verifier.verify_request(token, method=method, body=body, now=time.time())
-        answer, _ = sign(self.key, iss=PLATFORM_ID, aud=GATEWAY_ID, method=method, body=out,
-                         now=time.time(), request=claims)
+        if self.signer is not None:
+            answer, _ = await self.signer.sign(aud=GATEWAY_ID, method=method, body=out,
+                                               now=time.time(), request=claims)
+        else:
+            answer, _ = sign(self.key, iss=PLATFORM_ID, aud=GATEWAY_ID, method=method, body=out,
+                             now=time.time(), request=claims)
         context.set_trailing_metadata(((HEADER, answer),))
         return out
 
@@ -69,7 +79,8 @@ class Platform:
         out = pp.ReceiveCaseResponse(platform_case_number=f"PD-{len(self.cases)}",
                                      duplicate=duplicate).SerializeToString()
         self.arrived.set()
-        return self._answer("/tongban.v1.PartnerPlatform/ReceiveCase", body, context, out)
+        return await self._answer("/tongban.v1.PartnerPlatform/ReceiveCase", body, context,
+                                  out)
 
     async def receive_update(self, body: bytes,
                              context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -79,7 +90,8 @@ class Platform:
         self.calls[update.update_id] += 1
         self.updates.setdefault(update.update_id, update)
         out = pp.ReceiveUpdateResponse().SerializeToString()
-        return self._answer("/tongban.v1.PartnerPlatform/ReceiveUpdate", body, context, out)
+        return await self._answer("/tongban.v1.PartnerPlatform/ReceiveUpdate", body, context,
+                                  out)
 
 
 @asynccontextmanager
