@@ -2,7 +2,8 @@
 
 --sign: verify the gateway's request signature and sign the answer, as a real platform
 behind the grpc_partner adapter must (the gateway refuses unsigned answers). Without it,
-an echo: the ceiling for one gRPC hop ("direct").
+an echo: the ceiling for one gRPC hop ("direct"). --linger S: answers share batch
+signatures (docs/signing.md §7), the signer waiting up to S seconds for company.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 
 from benchmarks.common import ROOT, install_uvloop
+from gateway.batchsign import BatchSigner
 from gateway.config import load_config
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.signing import HEADER, Verifier, load_private_key, sign
@@ -24,8 +26,9 @@ EMPTY_UPDATE = pp.ReceiveUpdateResponse().SerializeToString()
 
 
 async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
-                config: str | None) -> None:
+                config: str | None, linger: float | None) -> None:
     received = 0
+    batch: BatchSigner | None = None
 
     if signed:
         assert config is not None
@@ -35,6 +38,8 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
                             else ())
         key = load_private_key((ROOT / "demo-keys" / f"{partner_id}.pem").read_bytes(),
                                kid=f"{partner_id}#k1")
+        batch = (BatchSigner(key, partner_id, linger_s=linger) if linger is not None
+                 else None)
 
     def handler(method: str, out: bytes) -> Any:
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -45,8 +50,12 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
                               if k == HEADER), None)
                 now = time.time()
                 claims = verifier.verify_request(token, method=method, body=body, now=now)
-                answer, _ = sign(key, iss=partner_id, aud=gateway_id, method=method, body=out,
-                                 now=now, request=claims)
+                if batch is not None:
+                    answer, _ = await batch.sign(aud=gateway_id, method=method, body=out,
+                                                 now=now, request=claims)
+                else:
+                    answer, _ = sign(key, iss=partner_id, aud=gateway_id, method=method,
+                                     body=out, now=now, request=claims)
                 context.set_trailing_metadata(((HEADER, answer),))
             return out
 
@@ -64,7 +73,8 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
     try:
         while True:
             await asyncio.sleep(0.5)
-            print(f"RECEIVED {received}", flush=True)
+            signatures = batch.signatures if batch is not None else received
+            print(f"RECEIVED {received} signatures {signatures}", flush=True)
     finally:
         await server.stop(0)
 
@@ -76,9 +86,11 @@ def main() -> None:
     parser.add_argument("--gateway", default="310000-gw")
     parser.add_argument("--config")
     parser.add_argument("--sign", action="store_true")
+    parser.add_argument("--linger", type=float, help="batch-sign answers (seconds to wait)")
     args = parser.parse_args()
     install_uvloop()
-    asyncio.run(serve(args.port, args.partner, args.gateway, args.sign, args.config))
+    asyncio.run(serve(args.port, args.partner, args.gateway, args.sign, args.config,
+                      args.linger))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Run the benchmark scenarios side by side and print one table with ratios.
 
     python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
-                             [--scenarios direct,bare,nginx,routed,federated]
+                             [--scenarios direct,bare,nginx,routed,routed-1sig,federated]
+
+"routed" and "federated" run with batch signatures between every party (docs/signing.md
+§7); "routed-1sig" has every party sign each message on its own.
 
 Every scenario starts its own processes on 127.0.0.1 (partner, proxy or gateways, and
 a separate load generator), measures a fixed window after a warm-up, samples the CPU
@@ -28,6 +31,9 @@ import aiohttp
 from benchmarks.common import ROOT, cpu_seconds, free_port, thread_cpu
 
 PY = sys.executable
+BATCH_PLATFORMS = ("310000", "310115", "320105", "320681")
+# a platform's calls arrive one per loop turn: its signer waits this long for company
+PARTNER_LINGER_S = "0.002"
 GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_delay_s = 0.05 }}\n'
                 '[[partners.keys]]\nid = "k1"\njwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}')
 
@@ -67,6 +73,11 @@ class Proc:
                 return int(children.split()[0])
         return self.proc.pid
 
+    def signatures(self) -> int:
+        """Signatures the partner made (fewer than calls when it batch-signs)."""
+        counts = [int(x.split()[3]) for x in self.lines if x.startswith("RECEIVED")]
+        return counts[-1] if counts else 0
+
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
@@ -94,9 +105,15 @@ async def stop(procs: list[Proc]) -> None:
             await p.reader
 
 
-def bench_config(tmp: Path, partner_ports: dict[str, int]) -> tuple[Path, dict[str, str]]:
-    """The demo federation with 310115 and 320681 behind grpc_partner, fresh ports."""
+def bench_config(tmp: Path, partner_ports: dict[str, int],
+                 batch: bool) -> tuple[Path, dict[str, str]]:
+    """The demo federation with 310115 and 320681 behind grpc_partner, fresh ports; with
+    batch, the platforms of the benchmarks verify and make batch tokens."""
     text = (ROOT / "partners.toml").read_text(encoding="utf-8")
+    if batch:
+        for pid in BATCH_PLATFORMS:
+            text = text.replace(f'[[partners]]\nid = "{pid}"\n',
+                                f'[[partners]]\nid = "{pid}"\nbatch_signatures = true\n')
     xs = {"310115": "MmztfmH", "320681": None}
     for line_no, line in enumerate(text.splitlines()):
         if line.startswith('id = "320681"'):
@@ -221,12 +238,16 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
             return await measure(["--kind", "raw", "--target", target, *common], servers)
 
         # routed: 310000 → 310000-gw → 310115; federated: 320105 → 320100-gw → 320000-gw → 320681
-        target_partner = "310115" if name == "routed" else "320681"
-        config, ports = bench_config(tmp, {target_partner: partner_port})
-        gateways = ["310000-gw"] if name == "routed" else ["320100-gw", "320000-gw"]
+        # "-1sig": every party signs each message on its own (no batch tokens)
+        batch = not name.endswith("-1sig")
+        routed = name.startswith("routed")
+        target_partner = "310115" if routed else "320681"
+        config, ports = bench_config(tmp, {target_partner: partner_port}, batch)
+        gateways = ["310000-gw"] if routed else ["320100-gw", "320000-gw"]
         partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port",
                               str(partner_port), "--sign", "--config", str(config), "--partner",
-                              target_partner, "--gateway", gateways[-1])
+                              target_partner, "--gateway", gateways[-1],
+                              *(["--linger", PARTNER_LINGER_S] if batch else []))
         procs.append(partner)
         await partner.wait_line("READY")
         servers = {"partner": partner}
@@ -240,9 +261,9 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
             proc.profiled = bool(args.profile)
             procs.append(proc)
             await healthy(ports[gw].split("|")[1])
-            servers[f"gateway{gateways.index(gw) + 1}" if name == "federated" else "gateway"] = proc
-        origin = "310000" if name == "routed" else "320105"
-        division, item = ("310115", "yb-ba") if name == "routed" else ("320681", "jdc-wf")
+            servers[f"gateway{gateways.index(gw) + 1}" if not routed else "gateway"] = proc
+        origin = "310000" if routed else "320105"
+        division, item = ("310115", "yb-ba") if routed else ("320681", "jdc-wf")
         result = await measure(["--kind", "submit", "--config", str(config), "--gateway",
                                 gateways[0], "--partner", origin, "--division", division,
                                 "--item", item, *common], servers)
@@ -253,6 +274,7 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
                 while partner.received() < result["acked_total"]:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)  # the partner reports its count on stdout
         result["delivered"] = partner.received()
+        result["partner_signatures"] = partner.signatures()
         result["drain_s"] = time.perf_counter() - t0
         return result
     finally:
@@ -292,10 +314,14 @@ def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
         lines.append(f"bare forwarder / direct throughput: {bare['rate'] / direct['rate']:.2f}")
     if fed and direct:
         lines.append(f"federated / direct throughput: {fed['rate'] / direct['rate']:.2f}")
-    if routed and bare:
-        g, b = routed["cpu_gateway_ms_per_1k"], bare["cpu_proxy_ms_per_1k"]
-        lines.append(f"gateway CPU per routed call / bare forwarder CPU per call: {g / b:.2f}  "
-                     f"({g:.0f} µs vs {b:.0f} µs; target ≤ 2.0, stretch 1.5)")
+    for label in ("routed", "routed-1sig"):
+        one = results.get(label)
+        if one and bare:
+            g, b = one["cpu_gateway_ms_per_1k"], bare["cpu_proxy_ms_per_1k"]
+            lines.append(f"gateway CPU per {label} call / bare forwarder CPU per call: "
+                         f"{g / b:.2f}  ({g:.0f} µs vs {b:.0f} µs; target ≤ 2.0, stretch 1.5)")
+        if one and direct and label != "routed":
+            lines.append(f"{label} / direct throughput: {one['rate'] / direct['rate']:.2f}")
     return lines
 
 
@@ -336,7 +362,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--scenarios", default="direct,bare,nginx,routed,federated")
+    parser.add_argument("--scenarios",
+                        default="direct,bare,nginx,routed,routed-1sig,federated")
     parser.add_argument("--sweep", default="", help="e.g. 1,16,64,256")
     parser.add_argument("--latency", action="store_true",
                         help="also measure p99 at half the routed saturation rate")

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from contextvars import ContextVar
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 
 from gateway.identifiers import mask_text
 
@@ -35,6 +35,11 @@ class AuditEntry:
     def masked(self) -> AuditEntry:
         return replace(self, detail=mask_text(self.detail))
 
+    def row(self) -> tuple[float, str, str, str, str, str, str, str, str]:
+        """The fields in order (dataclasses.astuple deep-copies each one: 10x slower)."""
+        return (self.at, self.caller, self.method, self.case_id, self.digest, self.kid,
+                self.jti, self.outcome, self.detail)
+
 
 @dataclass(slots=True)
 class PendingAudit:
@@ -56,7 +61,7 @@ PENDING_AUDIT: ContextVar[PendingAudit | None] = ContextVar("tongban_pending_aud
 
 def chain_hash(seq: int, entry: AuditEntry, prev: str) -> str:
     """SHA-256 over the canonical JSON of [seq, *fields, prev]."""
-    data = json.dumps([seq, *astuple(entry), prev], ensure_ascii=False, separators=(",", ":"))
+    data = json.dumps([seq, *entry.row(), prev], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import heapq
 import json
-import secrets
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -201,7 +201,7 @@ def claims_for(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes,
     """
     iat = int(now)
     claims = Claims(iss=iss, aud=aud, iat=iat, exp=iat + ttl,
-                    jti=jti or b64url(secrets.token_bytes(16)), mth=method, bdg=body_digest(body),
+                    jti=jti or b64url(os.urandom(16)), mth=method, bdg=body_digest(body),
                     rti=request.jti if request else "", rdg=request.bdg if request else "",
                     kid=key.kid)
     data: dict[str, Any] = {"iss": iss, "aud": aud, "iat": iat, "exp": claims.exp,

@@ -9,6 +9,7 @@ from configuration (`[calendar]`), never from code.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -27,7 +28,11 @@ class WorkCalendar:
 
     def add(self, start: float, days: int) -> float:
         """End of the `days`-th working day after the day of `start` (epoch seconds)."""
-        day = datetime.fromtimestamp(start, CHINA).date()
+        return self._end(datetime.fromtimestamp(start, CHINA).date(), days)
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 (calendars live as long as the config)
+    def _end(self, day: date, days: int) -> float:
+        """Every case of a day with the same time limit has the same deadline."""
         counted = 0
         while counted < days:
             day += timedelta(days=1)

@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -508,7 +508,7 @@ def _insert_audit(conn: sqlite3.Connection, masked: AuditEntry) -> int:
     row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     conn.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                 (seq, *astuple(masked), prev, chain_hash(seq, masked, prev)))
+                 (seq, *masked.row(), prev, chain_hash(seq, masked, prev)))
     return seq
 
 
@@ -572,11 +572,12 @@ def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
     if effects.shift_s:
         conn.execute("UPDATE timers SET due_at = due_at + ?, fired = 0 WHERE case_id=? AND "
                      "kind IN ('warning', 'overdue')", (effects.shift_s, case_id))
-    for kind, due in effects.timers.items():
-        if due is None:
-            conn.execute("DELETE FROM timers WHERE case_id=? AND kind=?", (case_id, kind))
-        else:
-            conn.execute("INSERT OR REPLACE INTO timers VALUES (?,?,?,0)", (case_id, kind, due))
+    gone = [(case_id, kind) for kind, due in effects.timers.items() if due is None]
+    if gone:
+        conn.executemany("DELETE FROM timers WHERE case_id=? AND kind=?", gone)
+    due_rows = [(case_id, kind, due) for kind, due in effects.timers.items() if due is not None]
+    if due_rows:
+        conn.executemany("INSERT OR REPLACE INTO timers VALUES (?,?,?,0)", due_rows)
     if effects.fired:
         conn.execute("UPDATE timers SET fired = 1 WHERE case_id=? AND kind=?",
                      (case_id, effects.fired))
