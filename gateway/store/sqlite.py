@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -113,7 +114,8 @@ class SqliteStore:
         self._clock = clock or SystemClock()
         self._lease_s = lease_s
         self._synchronous = synchronous
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store",
+                                            initializer=_name_thread, initargs=("tongban-store",))
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
@@ -496,6 +498,13 @@ def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:
     finally:
         conn.close()
     return [(row[0], AuditEntry(*row[1:10]), row[10], row[11]) for row in rows]
+
+
+def _name_thread(name: str) -> None:
+    """Give the writer thread its name in the OS too (top -H, /proc/<pid>/task/*/comm),
+    so operators and benchmarks can tell its CPU from the event loop's. Linux only."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
