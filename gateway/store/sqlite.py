@@ -558,18 +558,19 @@ def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects,
         (case.case_id, case.origin_partner, case.case_number, case.state,
          record.upstream, record.downstream, record.request_digest,
          case.SerializeToString()))
-    _apply_effects(conn, case.case_id, effects, lease)
+    _apply_effects(conn, case.case_id, effects, lease, new_case=True)
 
 
 def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
-                   lease: float) -> None:
+                   lease: float, *, new_case: bool = False) -> None:
     effects.outbox_ids.clear()
     effects.outbox_behind.clear()
     for o in effects.outbox:
         # an entry with older ones of its case still stored must wait for them, whichever
         # process wrote them: it is left unleased, for the poll that keeps the order
-        behind = conn.execute("SELECT 1 FROM outbox WHERE case_id=? LIMIT 1",
-                              (o.case_id,)).fetchone() is not None
+        behind = not new_case and conn.execute(
+            "SELECT 1 FROM outbox WHERE case_id=? LIMIT 1", (o.case_id,)).fetchone() is not None
+        new_case = False  # its second entry is behind its first
         effects.outbox_ids.append(conn.execute(
             "INSERT INTO outbox (destination, case_id, kind, payload, lease_until) "
             "VALUES (?,?,?,?,?)", (o.destination, o.case_id, o.kind, o.payload,
