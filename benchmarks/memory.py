@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import free_port, install_uvloop
 from benchmarks.load import APPLICANT, FORM
-from benchmarks.run import PY, bench_config, healthy, spawn, stop
+from benchmarks.run import PARTNER_LINGER_S, PY, bench_config, healthy, spawn, stop
 from gateway.config import load_config
 from gateway.demo import client_for
 
@@ -34,11 +34,12 @@ def rss_mb(pid: int) -> float:
 async def main_async(cases: int, watchers: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tongban-mem-"))
     port = free_port()
-    config_path, ports = bench_config(tmp, {"310115": port})
+    config_path, ports = bench_config(tmp, {"310115": port}, batch=True)
     procs = []
     try:
         partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port", str(port),
-                              "--sign", "--config", str(config_path))
+                              "--sign", "--config", str(config_path), "--linger",
+                              PARTNER_LINGER_S)
         procs.append(partner)
         await partner.wait_line("READY")
         gateway = await spawn("gateway", PY, "-m", "gateway.cli", "serve", "--config",

@@ -22,17 +22,18 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import free_port
-from benchmarks.run import PY, Proc, bench_config, healthy, spawn, stop
+from benchmarks.run import PARTNER_LINGER_S, PY, Proc, bench_config, healthy, spawn, stop
 
 
 async def one(n: int, args: argparse.Namespace) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix=f"tongban-scale-{n}-"))
     port = free_port()
-    config, ports = bench_config(tmp, {"310115": port})
+    config, ports = bench_config(tmp, {"310115": port}, batch=True)
     procs: list[Proc] = []
     try:
         partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port", str(port),
-                              "--sign", "--config", str(config))
+                              "--sign", "--config", str(config), "--linger",
+                              PARTNER_LINGER_S)
         procs.append(partner)
         await partner.wait_line("READY")
         for i in range(n):
