@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit, verify
 from gateway.errors import FailedPrecondition, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store import CaseRecord, Effects, NewOutbox
-from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite import SqliteStore, read_audit
 
 
 def record(n: int, number: str | None = None) -> CaseRecord:
@@ -94,6 +97,46 @@ async def test_a_failing_operation_rolls_back_alone() -> None:
     _, dup = await store.update_case("C00001", "u2", ok)
     assert dup
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_operation_takes_only_its_own_events_and_audit_entry(
+        tmp_path: Path) -> None:
+    """A batch runs without savepoints first; an op that raises sends it round again with
+    them. Whatever the undone attempt wrote (events, audit entries, their seqs) must not
+    survive, and the chain must link the entries that did."""
+    store = SqliteStore(tmp_path / "g.sqlite3", clock=EPOCH, lease_s=0.0)
+    await store.open()
+    await asyncio.gather(*(store.create_case(record(n), Effects()) for n in range(4)))
+    before = len(await store.read_events(0, 100))
+
+    def step(fail: bool) -> Callable[[CaseRecord], Effects]:
+        def mutate(rec: CaseRecord) -> Effects:
+            rec.case.state = pb.CASE_STATE_FORWARDED
+            event = pb.CaseEvent(case_id=rec.case.case_id, kind=pb.EVENT_KIND_STATE_CHANGED)
+            if fail:
+                raise FailedPrecondition("no")
+            return Effects(events=[event])
+        return mutate
+
+    async def call(n: int, fail: bool) -> PendingAudit:
+        pending = PendingAudit(AuditEntry(at=1.0, caller="320105", method="/m", case_id="",
+                                          digest="d", kid="k", jti=f"j{n}", outcome="OK"))
+        PENDING_AUDIT.set(pending)  # each gather task has its own context
+        with contextlib.suppress(FailedPrecondition):
+            await store.update_case(f"C{n:05}", f"u{n}", step(fail))
+        return pending
+
+    pendings = await asyncio.gather(*(call(n, fail=n == 1) for n in range(4)))
+    assert [p.seq is None for p in pendings] == [False, True, False, False]
+    assert sorted(p.seq for p in pendings if p.seq) == [1, 2, 3]  # no gap, no reuse
+    events = await store.read_events(0, 100)
+    assert sorted(e.case_id for e in events[before:]) == ["C00000", "C00002", "C00003"]
+    await store.close()
+    rows = read_audit(tmp_path / "g.sqlite3")
+    assert [r[1].jti for r in rows] == [p.entry.jti for p in sorted(
+        (p for p in pendings if p.seq), key=lambda p: p.seq or 0)]
+    assert verify(rows).ok
 
 
 @pytest.mark.asyncio

@@ -16,9 +16,10 @@ import contextlib
 import ctypes
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -196,27 +197,58 @@ class SqliteStore:
                     fut.set_exception(value)
 
     def _apply(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        """Run a batch in one transaction; each op's failure is its own.
+
+        Ops rarely fail, so a batch first runs without a savepoint per op (four fewer
+        statements per call, each a GIL round trip on this thread). If an op raises,
+        the whole transaction is rolled back and the batch runs again with each op in a
+        savepoint, so the failing one is undone alone. Ops are functions of the database
+        (plus their arguments), so running one twice does what running it once does.
+        """
         conn = self._conn
         assert conn is not None
+        try:
+            return self._transaction(conn, ops, isolate=False)
+        except _OpFailed:
+            return self._transaction(conn, ops, isolate=True)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, ops: list[Op], *,
+                     isolate: bool) -> list[tuple[bool, Any]]:
+        txn = _Txn()
+        _TXN.current = txn
         out: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
+                if not isolate:
+                    try:
+                        out.append((True, op(conn)))
+                    except Exception as exc:
+                        raise _OpFailed from exc
+                    continue
                 conn.execute("SAVEPOINT op")
+                mark = txn.mark()
                 try:
                     value = op(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    txn.undo(mark)
                     out.append((False, exc))
                 else:
                     conn.execute("RELEASE op")
                     out.append((True, value))
+            if txn.events:
+                conn.executemany("INSERT INTO events (case_id, body) VALUES (?,?)", txn.events)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            txn.undo((0, 0))
             raise
+        finally:
+            _TXN.current = None
         return out
 
     def _lease(self) -> float:
@@ -513,11 +545,51 @@ def _record(row: tuple[str, str, str, bytes]) -> CaseRecord:
     return CaseRecord(case=case, upstream=row[0], downstream=row[1], request_digest=row[2])
 
 
+class _OpFailed(Exception):
+    """An op raised in a batch run without savepoints: run it again with them."""
+
+
+@dataclass
+class _Txn:
+    """What the writer thread's current transaction has written that Python must know:
+    the head of the audit chain (read once per transaction: the write lock is held, no
+    other process can append), the event rows (inserted once, at the end), and the
+    pending audit entries attached (their seq is void if the transaction is undone)."""
+
+    head: tuple[int, str] | None = None
+    events: list[tuple[str, bytes]] = field(default_factory=list)
+    audits: list[PendingAudit] = field(default_factory=list)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.events), len(self.audits)
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        del self.events[mark[0]:]
+        for pending in self.audits[mark[1]:]:
+            pending.seq = None
+        del self.audits[mark[1]:]
+        self.head = None  # re-read: the chain may have lost entries of the undone op
+
+
+_TXN = threading.local()  # the writer thread's current _Txn
+
+
+def _txn() -> _Txn:
+    txn: _Txn | None = getattr(_TXN, "current", None)
+    assert txn is not None, "store ops run inside SqliteStore._transaction"
+    return txn
+
+
 def _insert_audit(conn: sqlite3.Connection, masked: AuditEntry) -> int:
-    row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+    txn = _txn()
+    if txn.head is None:
+        row = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        txn.head = (row[0], row[1]) if row else (0, GENESIS)
+    seq, prev = txn.head[0] + 1, txn.head[1]
+    digest = chain_hash(seq, masked, prev)
     conn.execute(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                 (seq, *masked.row(), prev, chain_hash(seq, masked, prev)))
+                 (seq, *masked.row(), prev, digest))
+    txn.head = (seq, digest)
     return seq
 
 
@@ -527,6 +599,7 @@ def _attach_audit(conn: sqlite3.Connection, pending: PendingAudit | None, case_i
         return
     entry = replace(pending.entry, case_id=case_id).masked()
     pending.seq = _insert_audit(conn, entry)
+    _txn().audits.append(pending)
 
 
 def _due(conn: sqlite3.Connection, now: float, limit: int,
@@ -576,9 +649,8 @@ def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
             "VALUES (?,?,?,?,?)", (o.destination, o.case_id, o.kind, o.payload,
                                    0.0 if behind else lease)).lastrowid or 0)
         effects.outbox_behind.append(behind)
-    if effects.events:
-        conn.executemany("INSERT INTO events (case_id, body) VALUES (?,?)",
-                         [(e.case_id, e.SerializeToString()) for e in effects.events])
+    if effects.events:  # inserted at the end of the transaction, in op order
+        _txn().events.extend((e.case_id, e.SerializeToString()) for e in effects.events)
     if effects.shift_s:
         conn.execute("UPDATE timers SET due_at = due_at + ?, fired = 0 WHERE case_id=? AND "
                      "kind IN ('warning', 'overdue')", (effects.shift_s, case_id))
