@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
 
 from gateway import merkle
 from gateway.errors import Unauthenticated
@@ -51,23 +53,32 @@ def b64url_decode(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
 
 
-def _sign_bytes(key: PrivateKeyObject, alg: str, data: bytes) -> bytes:
-    if alg == "EdDSA":
-        return key.sign(data)  # type: ignore[call-arg,union-attr]
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))  # type: ignore[call-arg,arg-type,union-attr]
+def _sign_bytes(key: SigningKey, data: bytes) -> bytes:
+    if key.alg == "EdDSA":  # Ed25519 is deterministic: the same bytes OpenSSL would make
+        return crypto_sign(data, key.sodium)[:64]
+    r, s = decode_dss_signature(key.key.sign(data, ec.ECDSA(hashes.SHA256())))  # type: ignore[call-arg,arg-type]
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # JWS ES256: raw R || S
 
 
-def _verify_bytes(key: PublicKeyObject, alg: str, signature: bytes, data: bytes) -> None:
-    """Raise InvalidSignature unless signature is alg's signature of data under key."""
-    if alg == "EdDSA":
-        key.verify(signature, data)  # type: ignore[call-arg,union-attr]
+def _verify_bytes(key: PublicKey, signature: bytes, data: bytes) -> None:
+    """Raise InvalidSignature unless signature is key's signature of data.
+
+    Ed25519 goes through libsodium (PyNaCl), about twice as fast as OpenSSL here
+    (issue #5); it is also the stricter of the two (no small-order keys, canonical S).
+    """
+    if key.alg == "EdDSA":
+        if len(signature) != 64:
+            raise InvalidSignature("Ed25519 signatures are 64 bytes")
+        try:
+            crypto_sign_open(signature + data, key.raw_public)
+        except (BadSignatureError, ValueError, TypeError) as exc:
+            raise InvalidSignature(str(exc)) from None
         return
     if len(signature) != 64:
         raise InvalidSignature("ES256 signatures are 64 bytes (R || S)")
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
                                int.from_bytes(signature[32:], "big"))
-    key.verify(der, data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg,arg-type,union-attr]
+    key.key.verify(der, data, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg,arg-type,union-attr]
 
 
 def body_digest(body: bytes) -> str:
@@ -119,6 +130,7 @@ class SigningKey:
     alg: str
     key: PrivateKeyObject = field(repr=False, compare=False)
     raw_public: bytes = field(repr=False)
+    sodium: bytes = field(default=b"", repr=False, compare=False)  # libsodium's 64-byte key
 
 
 def _raw_public(key: PublicKeyObject) -> bytes:
@@ -158,7 +170,10 @@ def load_private_key(pem: bytes, *, kid: str) -> SigningKey:
     """Load a PEM (PKCS#8) Ed25519 or P-256 private key."""
     key = serialization.load_pem_private_key(pem, password=None)
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return SigningKey(kid=kid, alg="EdDSA", key=key, raw_public=_raw_public(key.public_key()))
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        return SigningKey(kid=kid, alg="EdDSA", key=key, raw_public=_raw_public(key.public_key()),
+                          sodium=crypto_sign_seed_keypair(seed)[1])
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return SigningKey(kid=kid, alg="ES256", key=key, raw_public=_raw_public(key.public_key()))
     raise ValueError("only Ed25519 and P-256 private keys are supported")
@@ -214,7 +229,7 @@ def claims_for(key: SigningKey, *, iss: str, aud: str, method: str, body: bytes,
 def compact(key: SigningKey, typ: str, payload: bytes) -> str:
     """A compact JWS (RFC 7515 §7.1) of payload."""
     signing_input = f"{_header(key.alg, key.kid, typ)}.{b64url(payload)}"
-    signature = _sign_bytes(key.key, key.alg, signing_input.encode("ascii"))
+    signature = _sign_bytes(key, signing_input.encode("ascii"))
     return f"{signing_input}.{b64url(signature)}"
 
 
@@ -332,7 +347,7 @@ class Verifier:
             raise Unauthenticated(f"key {kid} signs with {key.alg}, not {header.get('alg')}")
         self.signature_checks += 1
         try:
-            _verify_bytes(key.key, key.alg, signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
+            _verify_bytes(key, signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
         except (InvalidSignature, UnicodeEncodeError) as exc:
             raise Unauthenticated(f"bad signature for {kid}") from exc
         return payload, key
