@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
 
+from gateway import ids
 from gateway.errors import InvalidArgument
 from gateway.identifiers import check_credit_code, check_resident_id, mask_id, mask_phone
 
@@ -88,3 +92,26 @@ def test_masking_keeps_first_six_and_last_four() -> None:
     assert mask_id("11010519491231002X") == "110105********002X"
     assert mask_phone("13812345678") == "138****5678"
     assert mask_id("short") == "*****"
+
+
+@given(st.integers(min_value=0, max_value=2**48 - 1), st.binary(min_size=10, max_size=10))
+def test_ulid_encoding_is_crockford_base32_of_time_and_randomness(
+        ms: int, randomness: bytes) -> None:
+    """new_ulid encodes through base32hex and a translation; the oracle is the plain
+    5-bits-at-a-time definition (https://github.com/ulid/spec)."""
+    value = (ms << 80) | int.from_bytes(randomness, "big")
+    expected = "".join(ids._ALPHABET[(value >> shift) & 31] for shift in range(125, -5, -5))
+    with mock_urandom(randomness):
+        got = ids.new_ulid(ms / 1000 + 0.0004)  # inside the millisecond, never on its edge
+    assert got == expected and len(got) == 26
+
+
+@contextlib.contextmanager
+def mock_urandom(data: bytes) -> Iterator[None]:
+    """The ULID's randomness, fixed (the one thing here that is not a pure function)."""
+    real = ids.os.urandom
+    ids.os.urandom = lambda n: data[:n]  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ids.os.urandom = real  # type: ignore[assignment]

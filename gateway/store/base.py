@@ -121,6 +121,8 @@ class Store(Protocol):
         """Apply mutate to the case once per update_id, atomically with its outbox rows.
 
         A second call with the same update_id changes nothing and returns True.
+        With done_outbox (a delivery's mark), that entry's deletion is the once-only
+        check instead: the entry gone means the mark was applied.
         mutate may raise a GatewayError; then nothing of the call is kept.
         """
         ...

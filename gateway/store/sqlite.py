@@ -381,9 +381,12 @@ class SqliteStore:
                 return None
             record = _record(row)
             if done_outbox is not None:
-                conn.execute("DELETE FROM outbox WHERE id=?", (done_outbox,))
-            fresh = conn.execute("INSERT OR IGNORE INTO applied_updates VALUES (?,?)",
-                                 (case_id, update_id)).rowcount
+                # the entry and its mark go in one transaction: the entry already gone
+                # means the mark was applied (no applied_updates row per delivery)
+                fresh = conn.execute("DELETE FROM outbox WHERE id=?", (done_outbox,)).rowcount
+            else:
+                fresh = conn.execute("INSERT OR IGNORE INTO applied_updates VALUES (?,?)",
+                                     (case_id, update_id)).rowcount
             if not fresh:
                 return record, True
             effects = mutate(record)
