@@ -140,6 +140,48 @@ async def test_a_failing_operation_takes_only_its_own_events_and_audit_entry(
 
 
 @pytest.mark.asyncio
+async def test_a_delivery_mark_rides_with_the_next_commit(tmp_path: Path) -> None:
+    """Marks are lazy: they join the next commit (or go after LAZY_S alone), and a
+    closing store still writes the ones waiting, so no delivery is made twice for it."""
+    store = SqliteStore(tmp_path / "g.sqlite3", clock=EPOCH, lease_s=0.0)
+    await store.open()
+    await asyncio.gather(*(store.create_case(record(n), Effects(outbox=[outbox(n)]))
+                           for n in range(3)))
+    ids = {e.case_id: e.id for e in await store.due_outbox(1.0, 10)}
+
+    def forwarded(rec: CaseRecord) -> Effects:
+        rec.case.state = pb.CASE_STATE_FORWARDED
+        return Effects()
+
+    before = store.commits
+    async with asyncio.timeout(2):  # alone: it goes after LAZY_S
+        _, dup = await store.update_case("C00000", "d0", forwarded, done_outbox=ids["C00000"])
+    assert not dup and store.commits == before + 1
+    # with company: one commit for both (the mark did not start one of its own)
+    mark = asyncio.ensure_future(store.update_case("C00001", "d1", forwarded,
+                                                   done_outbox=ids["C00001"]))
+    await asyncio.sleep(0)
+    await store.create_case(record(7), Effects())
+    await mark
+    assert store.commits == before + 2
+    # the entry gone is the once-only check: the same mark again changes nothing
+    _, dup = await store.update_case("C00001", "d1", forwarded, done_outbox=ids["C00001"])
+    assert dup
+    # closing: a waiting mark is written, not refused
+    last = asyncio.ensure_future(store.update_case("C00002", "d2", forwarded,
+                                                   done_outbox=ids["C00002"]))
+    await asyncio.sleep(0)
+    await store.close()
+    assert (await last)[1] is False
+    reopened = SqliteStore(tmp_path / "g.sqlite3", clock=EPOCH, lease_s=0.0)
+    await reopened.open()
+    assert await reopened.count_outbox() == 0
+    got = await reopened.get_case("C00002")
+    assert got is not None and got.case.state == pb.CASE_STATE_FORWARDED
+    await reopened.close()
+
+
+@pytest.mark.asyncio
 async def test_outbox_gives_the_oldest_due_entry_of_each_case() -> None:
     store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
     await store.open()

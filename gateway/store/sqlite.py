@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 RECORD_COLUMNS = "upstream, downstream, request_digest, record"
 BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
+LAZY_S = 0.005  # the longest a lazy op (a delivery's mark) waits for a commit to join
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
 
@@ -118,8 +119,10 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store",
                                             initializer=_name_thread, initargs=("tongban-store",))
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Op, asyncio.Future[Any], bool]] = []  # op, waiter, lazy
         self._wake = asyncio.Event()
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        self.commits = 0  # group commits made (for tests and the benchmarks)
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -143,7 +146,8 @@ class SqliteStore:
         self._conn = conn
 
     async def close(self) -> None:
-        """Finish the batch in flight (its callers get their answers), then refuse the rest.
+        """Finish the batch in flight (its callers get their answers) and the lazy ops,
+        then refuse the rest.
 
         Cancelling the writer mid-batch would strand callers whose operations were already
         taken off the queue: they would wait forever on futures nobody resolves.
@@ -154,7 +158,7 @@ class SqliteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        for _, fut in self._pending:
+        for _, fut, _ in self._pending:
             if not fut.done():
                 fut.set_exception(GatewayError("store closed"))
         self._pending.clear()
@@ -164,37 +168,59 @@ class SqliteStore:
         self._executor.shutdown(wait=True)
 
     # -- group commit ----------------------------------------------------------------
-    async def _run(self, op: Op) -> Any:
+    async def _run(self, op: Op, *, lazy: bool = False) -> Any:
+        """Queue op for the next group commit and wait until it is durable.
+
+        A lazy op (a delivery's mark: nobody waits on it but the outbox, and losing it
+        only means a redelivery the receiver dedups) does not start a commit of its own:
+        it rides with the next one, or goes after LAZY_S. Under load there is always a
+        next one; under light load this halves the commits (and fsyncs) per routed call,
+        and a SubmitCase no longer queues behind a commit that only marks a delivery.
+        """
         if self._writer is None or self._closing:
             raise GatewayError("store is not open")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, fut))
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((op, fut, lazy))
+        if not lazy:
+            self._wake.set()
+        elif self._lazy_timer is None:
+            self._lazy_timer = loop.call_later(LAZY_S, self._wake.set)
         return await fut
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closing:
+        while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
+            if self._closing:  # lazy ops still go in; close() refuses the others
+                lazy = [item for item in self._pending if item[2]]
+                self._pending = [item for item in self._pending if not item[2]]
+                if lazy:
+                    await self._commit(lazy)
+                return
             batch, self._pending = self._pending, []
-            if not batch:
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Op, asyncio.Future[Any], bool]]) -> None:
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._apply, [op for op, _, _ in batch])
+        except Exception as exc:  # the commit itself failed: nobody's change is durable
+            for _, fut, _ in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut, _), (ok, value) in zip(batch, results, strict=True):
+            if fut.done():
                 continue
-            try:
-                results = await loop.run_in_executor(self._executor, self._apply,
-                                                     [op for op, _ in batch])
-            except Exception as exc:  # the commit itself failed: nobody's change is durable
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def _apply(self, ops: list[Op]) -> list[tuple[bool, Any]]:
         """Run a batch in one transaction; each op's failure is its own.
@@ -208,9 +234,11 @@ class SqliteStore:
         conn = self._conn
         assert conn is not None
         try:
-            return self._transaction(conn, ops, isolate=False)
+            out = self._transaction(conn, ops, isolate=False)
         except _OpFailed:
-            return self._transaction(conn, ops, isolate=True)
+            out = self._transaction(conn, ops, isolate=True)
+        self.commits += 1
+        return out
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, ops: list[Op], *,
@@ -396,7 +424,8 @@ class SqliteStore:
             _attach_audit(conn, pending, case_id)
             return record, False
 
-        result: tuple[CaseRecord, bool] | None = await self._run(op)
+        result: tuple[CaseRecord, bool] | None = await self._run(
+            op, lazy=done_outbox is not None)
         if result is None:
             raise NotFound(f"case {case_id} not found", field="case_id")
         return result
@@ -434,7 +463,8 @@ class SqliteStore:
             "UPDATE outbox SET lease_until=0 WHERE id=?", (entry_id,)))
 
     async def finish_outbox(self, entry_id: int) -> None:
-        await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)))
+        await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)),
+                        lazy=True)
 
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
                            dead: bool = False) -> None:
