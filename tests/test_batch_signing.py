@@ -19,6 +19,7 @@ import pytest
 
 from gateway import merkle
 from gateway.batchsign import BatchSigner
+from gateway.config import Config
 from gateway.demo import client_for, free_port
 from gateway.errors import Unauthenticated
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -209,6 +210,18 @@ async def test_signer_shares_one_signature_per_loop_turn() -> None:
     v.verify_request(done[2], method="/m", body=b"102", now=NOW)  # type: ignore[arg-type]
 
 
+async def submit_many(config: Config, prefix: str, n: int) -> list[gw.SubmitCaseResponse]:
+    """n concurrent SubmitCase calls from 上海 (310000) for 浦东; the client takes its
+    batch_signatures from the config."""
+    client = client_for(config, "310000")
+    try:
+        return await asyncio.gather(*(client.submit(
+            case_number=f"{prefix}-{i}", target_division="310115", item_code="yb-ba",
+            applicant=CITIZEN) for i in range(n)))
+    finally:
+        await client.close()
+
+
 BATCHING = '\nbatch_signatures = true\n[[partners.keys]]\nid = "k1"\njwk = { kty = "OKP", crv = "Ed25519", x = "MmztfmH'
 
 
@@ -225,13 +238,7 @@ async def test_gateway_sends_batch_tokens_only_to_parties_that_take_them(
         shanghai = fed.apps["310000-gw"]
         platform = Platform(shanghai.config.me.keys, batch=batching)
         async with serving(platform, port):
-            client = client_for(shanghai.config, "310000")
-            try:
-                answers = await asyncio.gather(*(client.submit(
-                    case_number=f"B-{i}", target_division="310115", item_code="yb-ba",
-                    applicant=CITIZEN) for i in range(40)))
-            finally:
-                await client.close()
+            answers = await submit_many(shanghai.config, "B", 40)
             async with asyncio.timeout(20):
                 while len(platform.cases) < 40:  # noqa: ASYNC110
                     await asyncio.sleep(0.02)
@@ -254,14 +261,8 @@ async def test_gateway_verifies_a_batch_signing_platform_once_per_batch(tmp_path
         'id = "310000"\n', 'id = "310000"\nbatch_signatures = true\n', 1)
     async with federation(tmp_path, text=text, gateways=("310000-gw",)) as fed:
         shanghai = fed.apps["310000-gw"]
-        client = client_for(shanghai.config, "310000")  # takes the flag from the config
         before = shanghai.verifier.signature_checks
-        try:
-            answers = await asyncio.gather(*(client.submit(
-                case_number=f"V-{i}", target_division="310115", item_code="yb-ba",
-                applicant=CITIZEN) for i in range(30)))
-        finally:
-            await client.close()
+        answers = await submit_many(shanghai.config, "V", 30)
         assert len({a.case.case_id for a in answers}) == 30
         assert shanghai.verifier.signature_checks - before < 30
         # one message of a batch replayed, alone, is refused like any replay
