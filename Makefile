@@ -30,4 +30,4 @@ proto: $(BIN)/tongban
 	$(BIN)/python scripts/gen_proto.py
 
 bench: $(BIN)/tongban
-	$(BIN)/python -m benchmarks.run --latency --sweep 1,16,64,256
+	$(BIN)/python -m benchmarks.run --repeat 3 --latency --sweep 1,16,64,256
