@@ -139,6 +139,19 @@ def bench_config(tmp: Path, partner_ports: dict[str, int],
     return path, grpc_ports
 
 
+async def scrape_totals(http: str) -> dict[str, float]:
+    """The gateway's batching counters from /metrics (tongban_*_total)."""
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://{http}/metrics") as answer:
+        text = await answer.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("tongban_") and name.endswith("_total"):
+            out[name.removeprefix("tongban_").removesuffix("_total")] = float(value)
+    return out
+
+
 async def healthy(http: str, within: float = 30.0) -> None:
     async with asyncio.timeout(within), aiohttp.ClientSession() as session:
         while True:
@@ -275,6 +288,13 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
                     await asyncio.sleep(0.1)  # the partner reports its count on stdout
         result["delivered"] = partner.received()
         result["partner_signatures"] = partner.signatures()
+        for gw in gateways:  # how well batching worked, over the whole run
+            totals = await scrape_totals(ports[gw].split("|")[1])
+            acked = max(result["acked_total"], 1)
+            per_sig = totals["batch_signed_messages"] / max(totals["batch_signatures"], 1)
+            print(f"    {gw} per acked call: commits {totals['store_commits'] / acked:.2f}, "
+                  f"signature checks {totals['signature_checks'] / acked:.2f}, messages per "
+                  f"batch signature {per_sig:.1f}", file=sys.stderr)
         result["drain_s"] = time.perf_counter() - t0
         return result
     finally:

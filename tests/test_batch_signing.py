@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import jwt
 import pytest
@@ -253,6 +254,17 @@ async def test_gateway_sends_batch_tokens_only_to_parties_that_take_them(
         # 310000 (no batch_signatures) are signed one by one
         signer = shanghai.batch_signer
         assert (signer.messages, signer.signatures < 40) == ((40, True) if batching else (0, True))
+        # operators see how well batching works on /metrics
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://{shanghai.config.me.http}/metrics") as answer:
+            text = await answer.text()
+        assert f"tongban_batch_signed_messages_total {float(signer.messages)}" in text
+        assert f"tongban_batch_signatures_total {float(signer.signatures)}" in text
+        checks = shanghai.verifier.signature_checks
+        assert f"tongban_signature_checks_total {float(checks)}" in text and checks >= 40
+        scraped = next(float(line.split()[1]) for line in text.splitlines()
+                       if line.startswith("tongban_store_commits_total "))
+        assert 0 < scraped <= shanghai.store.commits  # polls keep committing (reads too)
 
 
 @pytest.mark.asyncio
