@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 from gateway import lifecycle
 from gateway.bundles import aggregate
@@ -302,7 +302,7 @@ class Engine:
         self._side(record, caller)
         return record.case
 
-    async def watch(self, caller: str, case_id: str) -> AsyncIterator[pb.Case]:
+    async def watch(self, caller: str, case_id: str) -> AsyncGenerator[pb.Case, None]:
         """The case now, then after every change, until it can change no more."""
         queue: asyncio.Queue[pb.Case] = asyncio.Queue()
         self._watchers.setdefault(case_id, set()).add(queue)

@@ -215,11 +215,20 @@ class GatewayServicer:
 
     async def _watch(self, body: bytes,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
+        """A case's changes as they happen; audited when it opens (the first read decides
+        whether the caller may see the case at all), refusals too."""
         method = f"/{SERVICE}/WatchCase"
+        claims: Claims | None = None
+        case_id = ""
         try:
             claims = self._verify(context, method, body)
             req = self._parse(gw.WatchCaseRequest, body)
-            async for case in self.engine.watch(claims.iss, req.case_id):
-                yield gw.WatchCaseResponse(case=case)
+            case_id = req.case_id
+            async with contextlib.aclosing(self.engine.watch(claims.iss, case_id)) as cases:
+                first = await anext(cases)  # NOT_FOUND for a case the caller may not see
+                await self._audit(method, claims, body, case_id, "OK")
+                yield gw.WatchCaseResponse(case=first)
+                async for case in cases:
+                    yield gw.WatchCaseResponse(case=case)
         except Exception as exc:
-            await self._abort(context, exc, method)
+            await self._refuse(context, exc, method, claims, body, case_id)

@@ -22,12 +22,18 @@ CITIZEN = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002
 
 async def produce(fed: Federation) -> Path:
     client = fed.client("320105")
-    for n in range(4):
-        await client.submit(case_number=f"A-{n}", target_division="320681", item_code="jdc-wf",
-                            applicant=CITIZEN)
+    answers = [await client.submit(case_number=f"A-{n}", target_division="320681",
+                                   item_code="jdc-wf", applicant=CITIZEN) for n in range(4)]
+    first = answers[0]
     with pytest.raises(CallError):  # a refusal is audited too
         await client.submit(case_number="A-x", target_division="310000", item_code="jdc-wf",
                             applicant=CITIZEN)
+    async for case in client.watch(first.case.case_id):  # watching is an exchange too
+        assert case.case_id == first.case.case_id
+        break
+    with pytest.raises(CallError):  # and so is a refused watch
+        async for _ in fed.client("320105").watch("01JUNKNOWNCASE0000000000000"):
+            pass
     return fed.apps["320100-gw"].config.data_dir / "gateway.sqlite3"
 
 
@@ -40,6 +46,7 @@ async def test_every_exchange_is_chained_and_masked(tmp_path: Path) -> None:
     outcomes = [(entry.method.rsplit("/", 1)[1], entry.outcome) for _, entry, _, _ in rows]
     assert ("SubmitCase", "PERMISSION_DENIED") in outcomes
     assert outcomes.count(("SubmitCase", "OK")) == 4
+    assert ("WatchCase", "OK") in outcomes and ("WatchCase", "NOT_FOUND") in outcomes
     # status flowing back from the 江苏 gateway is an exchange too
     assert {entry.caller for _, entry, _, _ in rows} <= {"320105", "320000-gw"}
     assert all(entry.jti and entry.kid.startswith(entry.caller) for _, entry, _, _ in rows)
