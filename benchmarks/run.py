@@ -2,6 +2,7 @@
 
     python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
                              [--scenarios direct,bare,nginx,routed,routed-1sig,federated]
+                             [--repeat 3] [--latency] [--profile DIR]
 
 "routed" and "federated" run with batch signatures between every party (docs/signing.md
 §7); "routed-1sig" has every party sign each message on its own.
