@@ -132,9 +132,10 @@ class Engine:
             raise AlreadyExists(f"case_number {req.case_number} was used for a different case",
                                 field="case_number")
         if not duplicate:
-            log.info("case %s admitted from %s for %s (%s), applicant %s",
-                     record.case.case_id, partner.id, record.case.target_division,
-                     pb.Scope.Name(record.case.scope), mask_id(req.applicant.id_number))
+            if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+                log.info("case %s admitted from %s for %s (%s), applicant %s",
+                         record.case.case_id, partner.id, record.case.target_division,
+                         pb.Scope.Name(record.case.scope), mask_id(req.applicant.id_number))
             self._committed(effects)
         return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate, division_note=note)
 

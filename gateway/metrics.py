@@ -52,6 +52,7 @@ class Metrics:
                 ("outbox_pending", "Deliveries waiting or retrying"),
                 ("outbox_dead", "Dead-lettered deliveries waiting for `tongban outbox redrive`"),
             )}
+        self._by_kind: dict[int, Counter] = {}
         self.info = Gauge("tongban_gateway_info", "This gateway", ["gateway"],
                           registry=self.registry)
         self.info.labels(**labels).set(1)
@@ -61,8 +62,11 @@ class Metrics:
 
     def record_events(self, events: list[pb.CaseEvent]) -> None:
         for event in events:
-            self.events(kind=pb.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
-                        ).inc()
+            counter = self._by_kind.get(event.kind)
+            if counter is None:  # once per kind: the name lookup and labels() cost more
+                kind = pb.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
+                counter = self._by_kind[event.kind] = self.events(kind=kind)
+            counter.inc()
 
     def record_delivery(self, outcome: str, destination: str) -> None:
         self.deliveries.labels(outcome=outcome, destination=destination).inc()
