@@ -82,8 +82,9 @@ def test_a_leaf_cannot_pass_for_an_inner_node() -> None:
     assert merkle.root_of(left + right, b"") != root
 
 
-def test_a_batch_costs_one_signature_check() -> None:
-    key, pub = keypair("p")
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_a_batch_costs_one_signature_check(alg: str) -> None:
+    key, pub = keypair("p", alg)
     tokens = batch(key, 9)
     assert all(t.count("~") == 2 for t in tokens)
     v = verifier(pub)
