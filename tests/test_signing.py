@@ -11,6 +11,8 @@ from gateway.signing import (
     PublicKey,
     ReplayCache,
     Verifier,
+    b64url,
+    b64url_decode,
     body_digest,
     generate_private_key,
     load_private_key,
@@ -160,3 +162,17 @@ def test_critical_headers_are_refused() -> None:
     forged = header + token[token.index("."):]
     with pytest.raises(Unauthenticated, match="critical"):
         verifier(pub).verify_request(forged, method="/m", body=b"x", now=NOW)
+
+
+@pytest.mark.parametrize("text", ["ab*d", "abcde", "ab=c", "=abc", "abç", "ab cd", "ab\ncd"])
+def test_base64url_decoding_is_strict(text: str) -> None:
+    """Anything outside the alphabet, misplaced padding or an impossible length is an
+    error, never silently skipped (which would let two tokens decode to one)."""
+    with pytest.raises(ValueError, match=r"base64|padding|ascii"):
+        b64url_decode(text)
+
+
+def test_base64url_round_trip() -> None:
+    for n in range(40):
+        data = bytes(range(256))[n:n + n]
+        assert b64url_decode(b64url(data)) == data
