@@ -25,10 +25,9 @@ class GrpcPartnerAdapter:
         address = party.settings.get("address")
         if not isinstance(address, str) or ":" not in address:
             raise ConfigError(f"partners {party.id}: settings.address must be host:port")
-        self._channel = SignedChannel(address, issuer=ctx.gateway_id, audience=party.id,
-                                      signing_key=ctx.signing_key, verifier=ctx.verifier,
+        self._channel = SignedChannel(address, audience=party.id, signer=ctx.batch_signer,
+                                      batch=party.batch_signatures, verifier=ctx.verifier,
                                       clock=ctx.clock,
-                                      batch=ctx.batch_signer if party.batch_signatures else None,
                                       timeout_s=float(party.settings.get("timeout_s", 10.0)))
 
     async def start(self) -> None:

@@ -15,10 +15,9 @@ class PeerAdapter:
     def __init__(self, party: Party, ctx: AdapterContext) -> None:
         assert isinstance(party, Gateway)
         self.peer = party
-        self._channel = SignedChannel(party.grpc, issuer=ctx.gateway_id, audience=party.id,
-                                      signing_key=ctx.signing_key, verifier=ctx.verifier,
-                                      clock=ctx.clock,
-                                      batch=ctx.batch_signer if party.batch_signatures else None)
+        self._channel = SignedChannel(party.grpc, audience=party.id, signer=ctx.batch_signer,
+                                      batch=party.batch_signatures, verifier=ctx.verifier,
+                                      clock=ctx.clock)
 
     async def start(self) -> None:
         pass

@@ -19,7 +19,7 @@ from benchmarks.common import ROOT, install_uvloop
 from gateway.batchsign import BatchSigner
 from gateway.config import load_config
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.signing import HEADER, Verifier, load_private_key, sign
+from gateway.signing import HEADER, Verifier, load_private_key
 
 EMPTY_CASE = pp.ReceiveCaseResponse(platform_case_number="P").SerializeToString()
 EMPTY_UPDATE = pp.ReceiveUpdateResponse().SerializeToString()
@@ -28,7 +28,7 @@ EMPTY_UPDATE = pp.ReceiveUpdateResponse().SerializeToString()
 async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
                 config: str | None, linger: float | None) -> None:
     received = 0
-    batch: BatchSigner | None = None
+    signer: BatchSigner | None = None
 
     if signed:
         assert config is not None
@@ -38,8 +38,7 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
                             else ())
         key = load_private_key((ROOT / "demo-keys" / f"{partner_id}.pem").read_bytes(),
                                kid=f"{partner_id}#k1")
-        batch = (BatchSigner(key, partner_id, linger_s=linger) if linger is not None
-                 else None)
+        signer = BatchSigner(key, partner_id, linger_s=linger or 0.0)
 
     def handler(method: str, out: bytes) -> Any:
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -50,12 +49,9 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
                               if k == HEADER), None)
                 now = time.time()
                 claims = verifier.verify_request(token, method=method, body=body, now=now)
-                if batch is not None:
-                    answer, _ = await batch.sign(aud=gateway_id, method=method, body=out,
-                                                 now=now, request=claims)
-                else:
-                    answer, _ = sign(key, iss=partner_id, aud=gateway_id, method=method,
-                                     body=out, now=now, request=claims)
+                assert signer is not None
+                answer, _ = await signer.sign(aud=gateway_id, method=method, body=out,
+                                              now=now, request=claims, alone=linger is None)
                 context.set_trailing_metadata(((HEADER, answer),))
             return out
 
@@ -73,7 +69,9 @@ async def serve(port: int, partner_id: str, gateway_id: str, signed: bool,
     try:
         while True:
             await asyncio.sleep(0.5)
-            signatures = batch.signatures if batch is not None else received
+            # alone-signed answers are not counted by the signer: one signature each
+            signatures = signer.signatures if signer is not None and linger is not None \
+                else received
             print(f"RECEIVED {received} signatures {signatures}", flush=True)
     finally:
         await server.stop(0)

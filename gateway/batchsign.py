@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.signing import Claims, SigningKey, claims_for, seal
+from gateway.signing import TYP, Claims, SigningKey, claims_for, compact, seal
 
 
 class BatchSigner:
@@ -31,10 +31,13 @@ class BatchSigner:
         self.messages = 0
 
     async def sign(self, *, aud: str, method: str, body: bytes, now: float,
-                   request: Claims | None = None) -> tuple[str, Claims]:
-        """The token for one message, signed together with the others of this turn."""
+                   request: Claims | None = None, alone: bool = False) -> tuple[str, Claims]:
+        """The token for one message, signed together with the others of this turn;
+        alone: an ordinary JWS at once, for a receiver that does not take batch tokens."""
         claims, payload = claims_for(self.key, iss=self.issuer, aud=aud, method=method,
                                      body=body, now=now, request=request)
+        if alone:
+            return compact(self.key, TYP, payload), claims
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str] = loop.create_future()
         self._pending.append((payload, future))

@@ -10,7 +10,7 @@ import grpc
 
 from gateway.batchsign import BatchSigner
 from gateway.errors import GatewayError, Unauthenticated
-from gateway.signing import HEADER, SigningKey, Verifier, sign
+from gateway.signing import HEADER, Verifier
 from gateway.types import Clock
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -31,14 +31,14 @@ class CallError(GatewayError):
 class SignedChannel:
     """One channel to one party; every call signed as `issuer` for audience `audience`."""
 
-    def __init__(self, target: str, *, issuer: str, audience: str, signing_key: SigningKey,
-                 verifier: Verifier, clock: Clock, timeout_s: float = 10.0,
-                 batch: BatchSigner | None = None) -> None:
-        """With batch, requests share signatures with the others of the loop turn: only
-        for an audience that verifies batch tokens."""
-        self.target, self.issuer, self.audience = target, issuer, audience
-        self._key, self._verifier, self._clock = signing_key, verifier, clock
-        self._batch = batch
+    def __init__(self, target: str, *, audience: str, signer: BatchSigner, batch: bool,
+                 verifier: Verifier, clock: Clock, timeout_s: float = 10.0) -> None:
+        """Calls are signed by signer as its issuer; with batch, a request shares its
+        signature with the others of the loop turn (only for an audience that verifies
+        batch tokens)."""
+        self.target, self.audience = target, audience
+        self._signer, self._batch = signer, batch
+        self._verifier, self._clock = verifier, clock
         self._timeout = timeout_s
         # the outbox's breaker paces retries; the channel must not add minutes of its own
         # reconnect backoff (gRPC's default grows to 120 s) once the far side is back
@@ -53,12 +53,8 @@ class SignedChannel:
         await self._channel.close()
 
     async def call(self, method: str, body: bytes) -> bytes:
-        if self._batch is not None:
-            token, claims = await self._batch.sign(aud=self.audience, method=method, body=body,
-                                                   now=self._clock.now())
-        else:
-            token, claims = sign(self._key, iss=self.issuer, aud=self.audience, method=method,
-                                 body=body, now=self._clock.now())
+        token, claims = await self._signer.sign(aud=self.audience, method=method, body=body,
+                                                now=self._clock.now(), alone=not self._batch)
         call = self._channel.unary_unary(method)(body, metadata=((HEADER, token),),
                                                  timeout=self._timeout)
         try:

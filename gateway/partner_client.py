@@ -16,7 +16,7 @@ from gateway.batchsign import BatchSigner
 from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, PublicKey, SigningKey, Verifier, sign
+from gateway.signing import HEADER, PublicKey, SigningKey, Verifier
 from gateway.types import Clock, SystemClock
 
 M = TypeVar("M", bound=Message)
@@ -29,14 +29,14 @@ class PartnerClient:
                  batch_signatures: bool = False) -> None:
         """batch_signatures: concurrent calls share one signature (docs/signing.md §7);
         the gateway verifies those from any caller."""
-        self.partner_id, self.gateway_id, self._key = partner_id, gateway_id, key
+        self.partner_id, self.gateway_id = partner_id, gateway_id
+        self._signer = BatchSigner(key, partner_id)
         self._clock = clock or SystemClock()
         verifier = Verifier(audience=partner_id,
                             keys_for=lambda i: gateway_keys if i == gateway_id else ())
-        self._channel = SignedChannel(address, issuer=partner_id, audience=gateway_id,
-                                      signing_key=key, verifier=verifier, clock=self._clock,
-                                      batch=BatchSigner(key, partner_id) if batch_signatures
-                                      else None)
+        self._channel = SignedChannel(address, audience=gateway_id, signer=self._signer,
+                                      batch=batch_signatures, verifier=verifier,
+                                      clock=self._clock)
         self._stream_channel = grpc.aio.insecure_channel(address)
 
     async def close(self) -> None:
@@ -85,8 +85,8 @@ class PartnerClient:
     async def _stream(self, name: str, request: Message, answer: type[M]) -> AsyncIterator[M]:
         body = request.SerializeToString()
         method = SERVICE + name
-        token, _ = sign(self._key, iss=self.partner_id, aud=self.gateway_id, method=method,
-                        body=body, now=self._clock.now())
+        token, _ = await self._signer.sign(aud=self.gateway_id, method=method, body=body,
+                                           now=self._clock.now(), alone=True)
         call = self._stream_channel.unary_stream(method, response_deserializer=answer.FromString
                                                  )(body, metadata=((HEADER, token),))
         try:

@@ -22,7 +22,7 @@ from gateway.batchsign import BatchSigner
 from gateway.engine import Engine
 from gateway.errors import GatewayError, InvalidArgument, Unavailable
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, Claims, Verifier, body_digest, sign
+from gateway.signing import HEADER, Claims, Verifier, body_digest
 from gateway.supervision import subscribe
 from gateway.types import Clock
 
@@ -67,12 +67,10 @@ class GatewayServicer:
     async def _answer(self, claims: Claims, method: str, out: bytes) -> str:
         """The response signature; shared with the other answers of this loop turn when
         the caller verifies batch tokens."""
-        if claims.iss in self._batch_to:
-            token, _ = await self.signer.sign(aud=claims.iss, method=method, body=out,
-                                              now=self.clock.now(), request=claims)
-            return token
-        return sign(self.signer.key, iss=self.self_id, aud=claims.iss, method=method, body=out,
-                    now=self.clock.now(), request=claims)[0]
+        token, _ = await self.signer.sign(aud=claims.iss, method=method, body=out,
+                                          now=self.clock.now(), request=claims,
+                                          alone=claims.iss not in self._batch_to)
+        return token
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         unary: dict[str, tuple[type[Message], Handler]] = {

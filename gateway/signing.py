@@ -333,7 +333,7 @@ class Verifier:
             raise Unauthenticated(f"unknown key {kid}")
         return key
 
-    def _header(self, encoded: str) -> tuple[Any, Any, Any]:
+    def _read_header(self, encoded: str) -> tuple[Any, Any, Any]:
         """typ, kid and alg of an encoded protected header. A party sends the same few
         headers over and over, so well-formed ones are remembered (a bounded number)."""
         known = self._headers.get(encoded)
@@ -355,7 +355,7 @@ class Verifier:
         try:
             if len(parts) != 3:
                 raise ValueError("a compact JWS has three parts")
-            header = self._header(parts[0])
+            header = self._read_header(parts[0])
             payload = b64url_decode(parts[1])
             signature = b64url_decode(parts[2])
         except (ValueError, binascii.Error) as exc:

@@ -19,7 +19,7 @@ import grpc
 from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.signing import HEADER, PublicKey, Verifier, load_private_key, sign
+from gateway.signing import HEADER, PublicKey, Verifier, load_private_key
 from tests.federation import ROOT, federation_text
 
 PLATFORM_ID = "310115"
@@ -48,7 +48,8 @@ class Platform:
         self.verifier = Verifier(audience=PLATFORM_ID,
                                  keys_for=lambda i: gateway_keys if i == GATEWAY_ID else ())
         self.refuse = refuse
-        self.signer = BatchSigner(self.key, PLATFORM_ID, linger_s=0.005) if batch else None
+        self.signer = BatchSigner(self.key, PLATFORM_ID, linger_s=0.005)
+        self.batch = batch
         self.tokens: list[str] = []  # the request signatures received, in order
         self.cases: dict[str, pb.Case] = {}
         self.updates: dict[str, pb.CaseUpdate] = {}
@@ -60,12 +61,9 @@ class Platform:
                      None)
         self.tokens.append(token or "")
         claims = self.verifier.verify_request(token, method=method, body=body, now=time.time())
-        if self.signer is not None:
-            answer, _ = await self.signer.sign(aud=GATEWAY_ID, method=method, body=out,
-                                               now=time.time(), request=claims)
-        else:
-            answer, _ = sign(self.key, iss=PLATFORM_ID, aud=GATEWAY_ID, method=method, body=out,
-                             now=time.time(), request=claims)
+        answer, _ = await self.signer.sign(aud=GATEWAY_ID, method=method, body=out,
+                                           now=time.time(), request=claims,
+                                           alone=not self.batch)
         context.set_trailing_metadata(((HEADER, answer),))
         return out
 
