@@ -199,6 +199,7 @@ http {{
 async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, float]:
     load = await spawn("load", PY, "-m", "benchmarks.load", *load_argv)
     await load.wait_line("START", within=60)
+    servers = {**servers, "load": load}  # the load generator shares the cores too
     before = {name: p.cpu() for name, p in servers.items()}
     threads_before = {name: thread_cpu(p.pid) for name, p in servers.items()}
     t0 = time.perf_counter()
@@ -305,7 +306,7 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
 
 def table(rows: list[tuple[str, int, dict[str, float] | None]]) -> str:
     out = ["| scenario | in flight | calls/s | p50 ms | p99 ms | errors "
-           "| server CPU ms / 1k calls |",
+           "| CPU ms / 1k calls (per process) |",
            "|---|---:|---:|---:|---:|---:|---|"]
     for name, conc, r in rows:
         if r is None:

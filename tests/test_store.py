@@ -63,6 +63,12 @@ async def test_dedup_by_case_id_and_by_case_number() -> None:
     again, dup_number = await store.create_case(record(2, number="N1"), Effects(outbox=[outbox(2)]))
     assert dup_id and dup_number and again.case.case_id == "C00001"
     assert await store.count_cases() == 1 and await store.count_outbox() == 1
+    # the same number twice in one group commit: one case, the other sees it
+    both = await asyncio.gather(store.create_case(record(3, number="N3"), Effects(outbox=[outbox(3)])),
+                                store.create_case(record(4, number="N3"), Effects(outbox=[outbox(4)])))
+    assert sorted(dup for _, dup in both) == [False, True]
+    assert {r.case.case_id for r, _ in both} == {"C00003"}
+    assert await store.count_cases() == 2 and await store.count_outbox() == 2
     await store.close()
 
 

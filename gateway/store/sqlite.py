@@ -291,10 +291,10 @@ class SqliteStore:
         lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
-            existing = _find_case(conn, record.case)
-            if existing is not None:
+            if not _insert_case(conn, record, effects, lease):
+                existing = _find_case(conn, record.case)
+                assert existing is not None  # it conflicted with this row just now
                 return existing, True
-            _insert_case(conn, record, effects, lease)
             _attach_audit(conn, pending, record.case.case_id)
             return record, False
 
@@ -314,10 +314,9 @@ class SqliteStore:
             if row is not None:
                 return _bundle(row), True
             for i, (record, effects) in enumerate(parts):
-                if _find_case(conn, record.case) is not None:
+                if not _insert_case(conn, record, effects, lease):
                     raise AlreadyExists(f"case_number {record.case.case_number} is already "
                                         "used by another case", field=f"parts[{i}].case_number")
-                _insert_case(conn, record, effects, lease)
             conn.execute(f"INSERT INTO bundles ({BUNDLE_COLUMNS}) VALUES (?,?,?,?,?,?)",
                          (bundle.bundle_id, bundle.origin_partner, bundle.bundle_number,
                           bundle.name, json.dumps(bundle.case_ids), bundle.request_digest))
@@ -657,14 +656,19 @@ def _find_case(conn: sqlite3.Connection, case: pb.Case) -> CaseRecord | None:
 
 
 def _insert_case(conn: sqlite3.Connection, record: CaseRecord, effects: Effects,
-                 lease: float) -> None:
+                 lease: float) -> bool:
+    """Insert a new case and its effects; False (and nothing written) if its case_id or
+    its (origin_partner, case_number) is taken. The insert is the uniqueness check: no
+    look-up first on the path every new case takes."""
     case = record.case
-    conn.execute(
-        "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?)",
-        (case.case_id, case.origin_partner, case.case_number, case.state,
-         record.upstream, record.downstream, record.request_digest,
-         case.SerializeToString()))
+    if not conn.execute(
+            "INSERT INTO cases VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            (case.case_id, case.origin_partner, case.case_number, case.state,
+             record.upstream, record.downstream, record.request_digest,
+             case.SerializeToString())).rowcount:
+        return False
     _apply_effects(conn, case.case_id, effects, lease, new_case=True)
+    return True
 
 
 def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
