@@ -48,6 +48,7 @@ class SignedChannel:
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ])
+        self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
     async def close(self) -> None:
         await self._channel.close()
@@ -55,8 +56,10 @@ class SignedChannel:
     async def call(self, method: str, body: bytes) -> bytes:
         token, claims = await self._signer.sign(aud=self.audience, method=method, body=body,
                                                 now=self._clock.now(), alone=not self._batch)
-        call = self._channel.unary_unary(method)(body, metadata=((HEADER, token),),
-                                                 timeout=self._timeout)
+        stub = self._methods.get(method)
+        if stub is None:  # a handful of methods per channel: made once, not per call
+            stub = self._methods[method] = self._channel.unary_unary(method)
+        call = stub(body, metadata=((HEADER, token),), timeout=self._timeout)
         try:
             response: bytes = await call
             trailing = await call.trailing_metadata()

@@ -28,7 +28,8 @@ from gateway.types import Clock
 
 log = logging.getLogger("tongban.server")
 SERVICE = "tongban.v1.Gateway"
-Handler = Callable[[str, Any, bytes], Awaitable[Message]]
+# (caller, request, digest): digest is the request body's verified bdg, hashed once
+Handler = Callable[[str, Any, str], Awaitable[Message]]
 
 
 def _case_id(message: Any) -> str:
@@ -137,7 +138,7 @@ class GatewayServicer:
                 pending = PendingAudit(self._entry(method, claims, body, "", "OK"))
                 token = PENDING_AUDIT.set(pending)  # written with the call's own change
                 try:
-                    response = await fn(claims.iss, request, body)
+                    response = await fn(claims.iss, request, claims.bdg)
                 finally:
                     PENDING_AUDIT.reset(token)
                 out = response.SerializeToString()
@@ -155,7 +156,8 @@ class GatewayServicer:
     def _entry(self, method: str, claims: Claims | None, body: bytes, case_id: str,
                outcome: str, detail: str = "") -> AuditEntry:
         return AuditEntry(at=self.clock.now(), caller=claims.iss if claims else "",
-                          method=method, case_id=case_id, digest=body_digest(body),
+                          method=method, case_id=case_id,
+                          digest=claims.bdg if claims else body_digest(body),
                           kid=claims.kid if claims else "", jti=claims.jti if claims else "",
                           outcome=outcome, detail=detail)
 
@@ -168,32 +170,32 @@ class GatewayServicer:
         except GatewayError as exc:  # store closing: the call fails rather than go unaudited
             raise Unavailable(f"audit log unavailable: {exc.message}") from None
 
-    async def _submit(self, caller: str, req: gw.SubmitCaseRequest, body: bytes) -> Message:
-        return await self.engine.submit(caller, req, body_digest(body))
+    async def _submit(self, caller: str, req: gw.SubmitCaseRequest, digest: str) -> Message:
+        return await self.engine.submit(caller, req, digest)
 
-    async def _forward(self, caller: str, req: gw.ForwardCaseRequest, body: bytes) -> Message:
+    async def _forward(self, caller: str, req: gw.ForwardCaseRequest, digest: str) -> Message:
         return await self.engine.forward(caller, req)
 
-    async def _get(self, caller: str, req: gw.GetCaseRequest, body: bytes) -> Message:
+    async def _get(self, caller: str, req: gw.GetCaseRequest, digest: str) -> Message:
         return gw.GetCaseResponse(case=await self.engine.get(caller, req.case_id))
 
-    async def _update(self, caller: str, req: gw.UpdateCaseRequest, body: bytes) -> Message:
+    async def _update(self, caller: str, req: gw.UpdateCaseRequest, digest: str) -> Message:
         return await self.engine.update(caller, req.update)
 
-    async def _cancel(self, caller: str, req: gw.CancelCaseRequest, body: bytes) -> Message:
+    async def _cancel(self, caller: str, req: gw.CancelCaseRequest, digest: str) -> Message:
         return await self.engine.cancel(caller, req)
 
-    async def _items(self, caller: str, req: gw.ListItemsRequest, body: bytes) -> Message:
+    async def _items(self, caller: str, req: gw.ListItemsRequest, digest: str) -> Message:
         return self.engine.list_items(req.alliance)
 
-    async def _rate(self, caller: str, req: gw.RateCaseRequest, body: bytes) -> Message:
+    async def _rate(self, caller: str, req: gw.RateCaseRequest, digest: str) -> Message:
         return await self.engine.rate(caller, req)
 
     async def _submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
-                             body: bytes) -> Message:
-        return await self.engine.submit_bundle(caller, req, body_digest(body))
+                             digest: str) -> Message:
+        return await self.engine.submit_bundle(caller, req, digest)
 
-    async def _get_bundle(self, caller: str, req: gw.GetBundleRequest, body: bytes) -> Message:
+    async def _get_bundle(self, caller: str, req: gw.GetBundleRequest, digest: str) -> Message:
         return gw.GetBundleResponse(bundle=await self.engine.bundle(caller, req.bundle_id))
 
     async def _subscribe(self, body: bytes,
