@@ -83,6 +83,12 @@ class Proc:
         return cpu_seconds(self.pid)
 
 
+def profiled(argv: list[str], out: Path) -> list[str]:
+    """argv under py-spy, writing raw stacks per thread (flame graphs, top-N self time)."""
+    return ["py-spy", "record", "--format", "raw", "--threads", "--rate", "250", "-o", str(out),
+            "--", *argv]
+
+
 async def spawn(name: str, *argv: str) -> Proc:
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -238,8 +244,12 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
             target = f"127.0.0.1:{partner_port}"
             if name == "bare":
                 port = free_port()
-                fwd = await spawn("proxy", PY, "-m", "benchmarks.forwarder", "--port", str(port),
-                                  "--upstream", target)
+                argv = [PY, "-m", "benchmarks.forwarder", "--port", str(port), "--upstream",
+                        target]
+                if args.profile:  # the yardstick's profile, to hold the gateway's against
+                    argv = profiled(argv, Path(args.profile) / f"bare-c{concurrency}.txt")
+                fwd = await spawn("proxy", *argv)
+                fwd.profiled = bool(args.profile)
                 procs.append(fwd)
                 await fwd.wait_line("READY")
                 servers["proxy"], target = fwd, f"127.0.0.1:{port}"
@@ -268,10 +278,8 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
         servers = {"partner": partner}
         for gw in gateways:
             argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
-            if args.profile:  # collapsed stacks for flame graphs / top-N self time
-                out = Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt"
-                argv = ["py-spy", "record", "--format", "raw", "--threads", "--rate", "250", "-o",
-                        str(out), "--", *argv]
+            if args.profile:
+                argv = profiled(argv, Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt")
             proc = await spawn(gw, *argv)
             proc.profiled = bool(args.profile)
             procs.append(proc)
@@ -408,7 +416,8 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true",
                         help="also measure p99 at half the routed saturation rate")
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed")
-    parser.add_argument("--profile", help="run gateways under py-spy, stacks into this folder")
+    parser.add_argument("--profile", help="run gateways and the bare forwarder under py-spy, "
+                        "stacks into this folder")
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
