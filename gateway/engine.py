@@ -224,7 +224,8 @@ class Engine:
                          kind="case", payload=payload)
 
     # -- updates ---------------------------------------------------------------------
-    async def update(self, caller: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
+    async def update(self, caller: str, update: pb.CaseUpdate, *,
+                     field: str = "update.case_id") -> gw.UpdateCaseResponse:
         """Apply a change from either side of a case and pass it on to the other side."""
         check_update(update)
         from_partner = isinstance(self.config.party(caller), Partner)
@@ -232,19 +233,20 @@ class Engine:
             raise InvalidArgument("ratings go through RateCase", field="update.rating")
         if not update.HasField("at"):
             update.at.CopyFrom(timestamp(self.clock.now()))
-        return await self._apply(caller, update, from_partner=from_partner)
+        return await self._apply(caller, update, from_partner=from_partner, field=field)
 
-    async def _apply(self, caller: str, update: pb.CaseUpdate, *,
-                     from_partner: bool) -> gw.UpdateCaseResponse:
-        current = await self.store.get_case(update.case_id)
-        if current is None:
-            raise NotFound(f"case {update.case_id} not found", field="update.case_id")
-        side = self._side(current, caller)
+    async def _apply(self, caller: str, update: pb.CaseUpdate, *, from_partner: bool,
+                     field: str) -> gw.UpdateCaseResponse:
         if not update.actor or from_partner:
             update.actor = caller  # a partner speaks for itself; a peer relays the maker
         written: list[Effects] = []
+        sides: list[Side] = []
+
+        def guard(record: CaseRecord) -> None:  # on the row being changed: no read first
+            sides[:] = [self._side(record, caller)]
 
         def mutate(record: CaseRecord) -> Effects:
+            side = sides[0]
             fx = lifecycle.apply(record.case, update, side, self.ratio)
             other = record.downstream if side is Side.ORIGIN else record.upstream
             payload = gw.UpdateCaseRequest(update=update).SerializeToString()
@@ -253,7 +255,11 @@ class Engine:
             written[:] = [fx]
             return fx
 
-        record, duplicate = await self.store.update_case(update.case_id, update.update_id, mutate)
+        try:
+            record, duplicate = await self.store.update_case(update.case_id, update.update_id,
+                                                             mutate, guard=guard)
+        except NotFound:  # unknown and foreign cases look the same, field path included
+            raise NotFound(f"case {update.case_id} not found", field=field) from None
         if not duplicate:
             self._notify(record.case)
             self._committed(*written)
@@ -262,7 +268,7 @@ class Engine:
     async def cancel(self, caller: str, req: gw.CancelCaseRequest) -> gw.CancelCaseResponse:
         update = pb.CaseUpdate(case_id=req.case_id, update_id=f"cancel:{req.case_id}",
                                state=pb.CASE_STATE_CANCELLED, note=req.reason)
-        answer = await self.update(caller, update)
+        answer = await self.update(caller, update, field="case_id")
         return gw.CancelCaseResponse(case=answer.case)
 
     async def rate(self, caller: str, req: gw.RateCaseRequest) -> gw.RateCaseResponse:
@@ -280,7 +286,7 @@ class Engine:
         key = hashlib.sha256(f"{req.score}|{req.channel}|{req.comment}".encode()).hexdigest()
         update = pb.CaseUpdate(case_id=req.case_id, update_id=f"rate:{key[:32]}",
                                rating=rating, actor=caller, at=timestamp(now))
-        answer = await self._apply(caller, update, from_partner=True)
+        answer = await self._apply(caller, update, from_partner=True, field="case_id")
         return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
 
     async def fire_timer(self, case_id: str, kind: str, due_at: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -151,6 +152,38 @@ async def test_another_partner_cannot_see_a_case(fed: Federation) -> None:
         async for _ in fed.client("320100").watch(case.case_id):
             pass
     assert err.value.status is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.asyncio
+async def test_a_foreign_case_and_an_unknown_one_get_the_same_refusal(fed: Federation) -> None:
+    """Nothing in the answer (status, field path, wording) tells another partner's case
+    from no case at all, whichever call asks, and a refused update changes nothing."""
+    case = (await fed.client("320105").submit(case_number="JY-8", **PENSION)).case
+    unknown = "01" + "Z" * 24
+    stranger = fed.client("320100")
+
+    def ask(case_id: str, call: str) -> Awaitable[object]:
+        if call == "update":
+            return stranger.update(pb.CaseUpdate(case_id=case_id, update_id="x-1",
+                                                 state=pb.CASE_STATE_ACCEPTED))
+        if call == "cancel":
+            return stranger.cancel(case_id, "not mine")
+        if call == "rate":
+            return stranger.rate(case_id, 5, pb.RATING_CHANNEL_WINDOW)
+        return stranger.get(case_id)
+
+    async def refusal(case_id: str, call: str) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(CallError) as err:
+            await ask(case_id, call)
+        return err.value.status, err.value.message.replace(case_id, "<id>")
+
+    for call in ("update", "cancel", "rate", "get"):
+        assert await refusal(case.case_id, call) == await refusal(unknown, call), call
+        assert (await refusal(unknown, call))[0] is grpc.StatusCode.NOT_FOUND
+    assert (await refusal(case.case_id, "update"))[1].startswith("320100-gw: update.case_id:")
+    after = await fed.client("320105").get(case.case_id)  # its own platform moves it on
+    assert after.state != pb.CASE_STATE_CANCELLED and not after.HasField("rating")
+    assert all(step.actor != "320100" and step.update_id != "x-1" for step in after.timeline)
 
 
 @pytest.mark.asyncio

@@ -106,6 +106,45 @@ async def test_a_failing_operation_rolls_back_alone() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_guard_refuses_on_the_stored_row_duplicates_included() -> None:
+    store = SqliteStore(":memory:", clock=EPOCH, lease_s=0.0)
+    await store.open()
+    await asyncio.gather(*(store.create_case(record(n), Effects()) for n in range(2)))
+    seen: list[str] = []
+
+    def only(caller: str) -> Callable[[CaseRecord], None]:
+        def guard(rec: CaseRecord) -> None:
+            seen.append(rec.upstream)
+            if rec.upstream != caller:
+                raise NotFound(f"case {rec.case.case_id} not found", field="case_id")
+        return guard
+
+    def forward(rec: CaseRecord) -> Effects:
+        rec.case.state = pb.CASE_STATE_FORWARDED
+        return Effects(outbox=[outbox(0, "update")])
+
+    commits = store.commits
+    results = await asyncio.gather(
+        store.update_case("C00000", "u1", forward, guard=only("320105")),
+        store.update_case("C00001", "u2", forward, guard=only("320100")),
+        return_exceptions=True)
+    assert not isinstance(results[0], BaseException) and results[0][1] is False
+    assert isinstance(results[1], NotFound)
+    # each guard saw the row it was about to change, once: refused before writing, the
+    # batch (one commit) did not have to run again with savepoints
+    assert seen == ["320105", "320105"] and store.commits == commits + 1
+    refused = await store.get_case("C00001")
+    assert refused is not None and refused.case.state == pb.CASE_STATE_SUBMITTED
+    assert await store.count_outbox() == 1
+    # the refused caller cannot learn the case through a duplicate of an applied update
+    with pytest.raises(NotFound):
+        await store.update_case("C00000", "u1", forward, guard=only("320100"))
+    _, dup = await store.update_case("C00000", "u1", forward, guard=only("320105"))
+    assert dup
+    await store.close()
+
+
+@pytest.mark.asyncio
 async def test_a_failing_operation_takes_only_its_own_events_and_audit_entry(
         tmp_path: Path) -> None:
     """A batch runs without savepoints first; an op that raises sends it round again with

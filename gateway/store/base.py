@@ -75,6 +75,7 @@ class BundleRecord:
 
 
 Mutation = Callable[[CaseRecord], Effects]
+Guard = Callable[[CaseRecord], None]  # raises to refuse
 
 
 class Store(Protocol):
@@ -117,12 +118,16 @@ class Store(Protocol):
     async def get_case(self, case_id: str) -> CaseRecord | None: ...
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
-                          done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
+                          done_outbox: int | None = None,
+                          guard: Guard | None = None) -> tuple[CaseRecord, bool]:
         """Apply mutate to the case once per update_id, atomically with its outbox rows.
 
         A second call with the same update_id changes nothing and returns True.
         With done_outbox (a delivery's mark), that entry's deletion is the once-only
         check instead: the entry gone means the mark was applied.
+        guard sees the stored case first, duplicates included, and may raise a
+        GatewayError to refuse the call (who may touch the case is decided on the row
+        being changed, in the same operation: no read beforehand).
         mutate may raise a GatewayError; then nothing of the call is kept.
         """
         ...

@@ -30,6 +30,7 @@ from gateway.store.base import (
     BundleRecord,
     CaseRecord,
     Effects,
+    Guard,
     Mutation,
     OutboxEntry,
     Timer,
@@ -397,16 +398,22 @@ class SqliteStore:
         return result
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
-                          done_outbox: int | None = None) -> tuple[CaseRecord, bool]:
+                          done_outbox: int | None = None,
+                          guard: Guard | None = None) -> tuple[CaseRecord, bool]:
         pending = PENDING_AUDIT.get()
         lease = self._lease()
 
-        def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | None:
+        def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | GatewayError | None:
             row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
                                (case_id,)).fetchone()
             if row is None:
                 return None
             record = _record(row)
+            if guard is not None:
+                try:
+                    guard(record)
+                except GatewayError as exc:  # refused before writing: nothing to undo, so
+                    return exc  # the rest of the batch need not run again
             if done_outbox is not None:
                 # the entry and its mark go in one transaction: the entry already gone
                 # means the mark was applied (no applied_updates row per delivery)
@@ -423,10 +430,12 @@ class SqliteStore:
             _attach_audit(conn, pending, case_id)
             return record, False
 
-        result: tuple[CaseRecord, bool] | None = await self._run(
+        result: tuple[CaseRecord, bool] | GatewayError | None = await self._run(
             op, lazy=done_outbox is not None)
         if result is None:
             raise NotFound(f"case {case_id} not found", field="case_id")
+        if isinstance(result, GatewayError):
+            raise result
         return result
 
     async def due_outbox(self, now: float, limit: int,
