@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -24,6 +25,7 @@ from gateway.pb.tongban.v1 import partner_pb2 as pp
 APPLICANT = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X",
                          name="张三", phone="13812345678")
 FORM = {"reason": "异地就医", "hospital": "复旦大学附属华山医院"}
+PROGRESS = (pb.CASE_STATE_ACCEPTED, pb.CASE_STATE_PROCESSING, pb.CASE_STATE_COMPLETED)
 
 
 def sample_case() -> bytes:
@@ -38,7 +40,7 @@ def sample_case() -> bytes:
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
     latencies: list[float] = []
-    errors = acked = 0
+    errors = acked = cases = updates = 0
     measuring = False
     stop_at = 0.0
     seq = 0
@@ -50,6 +52,33 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
         async def call() -> None:
             await stub(body)
+    elif args.kind == "mixed":
+        config = load_config(args.config, self_id=args.gateway)
+        origin, target = client_for(config, args.partner), client_for(config, args.target_partner)
+        run_id = f"{time.time_ns() % 10**12:012d}"
+
+        async def call() -> None:
+            """A case's whole life at the gateway, five calls: the origin submits it and
+            reads it back; the target accepts, processes and completes it. The gateway
+            delivers the case to the target and each of the three reports to the origin."""
+            nonlocal seq, cases, updates
+            seq += 1
+            t0 = time.perf_counter()
+            answer = await origin.submit(
+                case_number=f"M{run_id}-{seq}", target_division=args.division,
+                item_code=args.item, applicant=APPLICANT, form=FORM)
+            cases += 1
+            case_id = answer.case.case_id
+            t1 = time.perf_counter()
+            await origin.get(case_id)
+            steps = [t0, t1, time.perf_counter()]
+            for state in PROGRESS:
+                await target.update(pb.CaseUpdate(case_id=case_id, update_id=f"bench-{state}",
+                                                  state=state, note="bench"))
+                updates += 1
+                steps.append(time.perf_counter())
+            if measuring:  # each of the five calls is one latency sample
+                latencies.extend(b - a for a, b in itertools.pairwise(steps))
     else:
         config = load_config(args.config, self_id=args.gateway)
         # several clients, each its own TCP connection, so SO_REUSEPORT spreads them
@@ -76,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 await asyncio.sleep(0.01)
                 continue
             acked += 1
-            if measuring:
+            if measuring and args.kind != "mixed":
                 latencies.append(time.perf_counter() - now)
 
     async def paced() -> None:
@@ -95,7 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 errors += counted
                 return
             acked += 1
-            if counted:
+            if counted and args.kind != "mixed":
                 latencies.append(time.perf_counter() - t0)
 
         next_at = time.perf_counter()
@@ -117,6 +146,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     latencies.sort()
     return {"calls": len(latencies), "errors": errors, "acked_total": acked, "seconds": elapsed,
+            "cases_total": cases, "updates_total": updates,
             "rate": len(latencies) / elapsed,
             "p50_ms": 1000 * statistics.median(latencies) if latencies else 0.0,
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0}
@@ -125,7 +155,9 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", help="host:port for --kind raw")
-    parser.add_argument("--kind", choices=("raw", "submit"), default="raw")
+    parser.add_argument("--kind", choices=("raw", "submit", "mixed"), default="raw")
+    parser.add_argument("--target-partner", default="310115",
+                        help="mixed: the target platform, which sends the reports")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--channels", type=int, default=1, help="connections (submit)")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop: calls per second")

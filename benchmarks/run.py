@@ -1,11 +1,16 @@
 """Run the benchmark scenarios side by side and print one table with ratios.
 
     python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
-                             [--scenarios direct,bare,nginx,routed,routed-1sig,federated]
+                             [--scenarios direct,bare,nginx,routed,routed-1sig,federated,mixed]
                              [--repeat 3] [--latency] [--profile DIR]
 
 "routed" and "federated" run with batch signatures between every party (docs/signing.md
-§7); "routed-1sig" has every party sign each message on its own.
+§7); "routed-1sig" has every party sign each message on its own. "mixed" is a case's
+whole life through one gateway, five calls per case (the origin submits and reads it
+back, the target accepts, processes and completes it) and four deliveries (the case to
+the target, each report to the origin); its calls/s counts all five kinds, and its
+ratio holds the gateway's CPU per case against 4.5 bare forwarder calls (the same nine
+gRPC hops).
 
 Every scenario starts its own processes on 127.0.0.1 (partner, proxy or gateways, and
 a separate load generator), measures a fixed window after a warm-up, samples the CPU
@@ -114,20 +119,19 @@ async def stop(procs: list[Proc]) -> None:
 
 def bench_config(tmp: Path, partner_ports: dict[str, int],
                  batch: bool) -> tuple[Path, dict[str, str]]:
-    """The demo federation with 310115 and 320681 behind grpc_partner, fresh ports; with
-    batch, the platforms of the benchmarks verify and make batch tokens."""
+    """The demo federation with the platforms of partner_ports (310115, 320681, 310000)
+    behind grpc_partner, fresh ports; with batch, the platforms of the benchmarks verify
+    and make batch tokens."""
     text = (ROOT / "partners.toml").read_text(encoding="utf-8")
     if batch:
         for pid in BATCH_PLATFORMS:
             text = text.replace(f'[[partners]]\nid = "{pid}"\n',
                                 f'[[partners]]\nid = "{pid}"\nbatch_signatures = true\n')
-    xs = {"310115": "MmztfmH", "320681": None}
-    for line_no, line in enumerate(text.splitlines()):
-        if line.startswith('id = "320681"'):
-            block = text.splitlines()[line_no:line_no + 12]
-            xs["320681"] = next(b for b in block if "jwk" in b).split('x = "')[1][:7]
+    lines = text.splitlines()
     for partner, port in partner_ports.items():
-        old = GRPC_PARTNER.format(x=xs[partner])
+        start = lines.index(f'id = "{partner}"')  # its block, up to its first key
+        x = next(b for b in lines[start:start + 12] if "jwk" in b).split('x = "')[1][:7]
+        old = GRPC_PARTNER.format(x=x)
         assert old in text, partner
         text = text.replace(old, old.replace(
             'adapter = "embedded"\nsettings = { auto = "complete", step_delay_s = 0.05 }',
@@ -263,19 +267,25 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
             return await measure(["--kind", "raw", "--target", target, *common], servers)
 
         # routed: 310000 → 310000-gw → 310115; federated: 320105 → 320100-gw → 320000-gw → 320681
+        # mixed: a case's whole life through 310000-gw, reports going back to 310000
         # "-1sig": every party signs each message on its own (no batch tokens)
         batch = not name.endswith("-1sig")
-        routed = name.startswith("routed")
+        mixed = name == "mixed"
+        routed = name.startswith("routed") or mixed
         target_partner = "310115" if routed else "320681"
-        config, ports = bench_config(tmp, {target_partner: partner_port}, batch)
+        platforms = {target_partner: partner_port, **({"310000": free_port()} if mixed else {})}
+        config, ports = bench_config(tmp, platforms, batch)
         gateways = ["310000-gw"] if routed else ["320100-gw", "320000-gw"]
-        partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port",
-                              str(partner_port), "--sign", "--config", str(config), "--partner",
-                              target_partner, "--gateway", gateways[-1],
-                              *(["--linger", PARTNER_LINGER_S] if batch else []))
-        procs.append(partner)
-        await partner.wait_line("READY")
-        servers = {"partner": partner}
+        partners: dict[str, Proc] = {}
+        for pid, port in platforms.items():
+            partners[pid] = await spawn(
+                "partner", PY, "-m", "benchmarks.partner", "--port", str(port), "--sign",
+                "--config", str(config), "--partner", pid, "--gateway", gateways[-1],
+                *(["--linger", PARTNER_LINGER_S] if batch else []))
+            procs.append(partners[pid])
+            await partners[pid].wait_line("READY")
+        partner = partners[target_partner]
+        servers = {"partner": partner, **({"origin": partners["310000"]} if mixed else {})}
         for gw in gateways:
             argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
             if args.profile:
@@ -287,22 +297,28 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
             servers[f"gateway{gateways.index(gw) + 1}" if not routed else "gateway"] = proc
         origin = "310000" if routed else "320105"
         division, item = ("310115", "yb-ba") if routed else ("320681", "jdc-wf")
-        result = await measure(["--kind", "submit", "--config", str(config), "--gateway",
-                                gateways[0], "--partner", origin, "--division", division,
+        result = await measure(["--kind", "mixed" if mixed else "submit", "--config",
+                                str(config), "--gateway", gateways[0], "--partner", origin,
+                                "--target-partner", target_partner, "--division", division,
                                 "--item", item, *common], servers)
-        # delivery must keep up: wait for the partner to have every acknowledged case
+        # delivery must keep up: wait for the platforms to have every acknowledged case
+        # (and, mixed, the origin every acknowledged report)
+        expected = {target_partner: result["cases_total"] if mixed else result["acked_total"],
+                    **({"310000": result["updates_total"]} if mixed else {})}
         t0 = time.perf_counter()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
-                while partner.received() < result["acked_total"]:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)  # the partner reports its count on stdout
-        result["delivered"] = partner.received()
+                while any(partners[p].received() < n for p, n in expected.items()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)  # the platforms report their counts on stdout
+        result["delivered"] = sum(partners[p].received() for p in expected)
+        result["expected"] = sum(expected.values())
         result["partner_signatures"] = partner.signatures()
+        unit = "case" if mixed else "acked call"
         for gw in gateways:  # how well batching worked, over the whole run
             totals = await scrape_totals(ports[gw].split("|")[1])
-            acked = max(result["acked_total"], 1)
+            acked = max(result["cases_total"] if mixed else result["acked_total"], 1)
             per_sig = totals["batch_signed_messages"] / max(totals["batch_signatures"], 1)
-            print(f"    {gw} per acked call: commits {totals['store_commits'] / acked:.2f}, "
+            print(f"    {gw} per {unit}: commits {totals['store_commits'] / acked:.2f}, "
                   f"signature checks {totals['signature_checks'] / acked:.2f}, messages per "
                   f"batch signature {per_sig:.1f}", file=sys.stderr)
         result["drain_s"] = time.perf_counter() - t0
@@ -324,7 +340,7 @@ def table(rows: list[tuple[str, int, dict[str, float] | None]]) -> str:
                         if k.startswith("cpu_") and k.endswith("_ms_per_1k"))
         extra = ""
         if "delivered" in r:
-            extra = f" (delivered {int(r['delivered'])}/{int(r['acked_total'])}, " \
+            extra = f" (delivered {int(r['delivered'])}/{int(r['expected'])}, " \
                     f"drained in {r['drain_s']:.1f} s)"
         out.append(f"| {name} | {conc} | {r['rate']:,.0f} | {r['p50_ms']:.2f} | "
                    f"{r['p99_ms']:.2f} | {int(r['errors'])} | {cpu}{extra} |")
@@ -352,6 +368,13 @@ def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
                          f"{g / b:.2f}  ({g:.0f} µs vs {b:.0f} µs; target ≤ 2.0, stretch 1.5)")
         if one and direct and label != "routed":
             lines.append(f"{label} / direct throughput: {one['rate'] / direct['rate']:.2f}")
+    mix = results.get("mixed")
+    if mix and bare:
+        # a case: 5 calls served, 4 deliveries made = 9 gRPC hops; a bare call is 2
+        per_case, b = 5 * mix["cpu_gateway_ms_per_1k"], bare["cpu_proxy_ms_per_1k"]
+        lines.append(f"mixed: gateway CPU per case / 4.5 bare forwarder calls (same 9 hops): "
+                     f"{per_case / (4.5 * b):.2f}  ({per_case:,.0f} µs per case, "
+                     f"{mix['rate'] / 5:,.0f} cases/s)")
     return lines
 
 
@@ -411,11 +434,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="interleaved rounds; each row is the median run (noisy hosts)")
     parser.add_argument("--scenarios",
-                        default="direct,bare,nginx,routed,routed-1sig,federated")
+                        default="direct,bare,nginx,routed,routed-1sig,federated,mixed")
     parser.add_argument("--sweep", default="", help="e.g. 1,16,64,256")
     parser.add_argument("--latency", action="store_true",
                         help="also measure p99 at half the routed saturation rate")
-    parser.add_argument("--sweep-scenarios", default="direct,bare,routed")
+    parser.add_argument("--sweep-scenarios", default="direct,bare,routed,mixed")
     parser.add_argument("--profile", help="run gateways and the bare forwarder under py-spy, "
                         "stacks into this folder")
     args = parser.parse_args()

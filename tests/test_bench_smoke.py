@@ -23,17 +23,18 @@ def run(*args: str, timeout: float = 240) -> str:
 
 def test_every_scenario_runs() -> None:
     out = run("benchmarks.run", "--duration", "0.8", "--warmup", "0.3", "--concurrency", "8",
-              "--scenarios", "direct,bare,nginx,routed,routed-1sig,federated")
+              "--scenarios", "direct,bare,nginx,routed,routed-1sig,federated,mixed")
     rows = {m[0]: m for m in re.findall(r"^\| ([a-z0-9-]+) \| (\d+) \| (.*)$", out, re.M)}
-    for name in ("direct", "bare", "routed", "routed-1sig", "federated"):
+    for name in ("direct", "bare", "routed", "routed-1sig", "federated", "mixed"):
         assert name in rows, out
         cells = [c.strip() for c in rows[name][2].split("|")]
         assert cells[0] != "skipped" and cells[3] == "0", (name, cells)  # calls, no errors
-    for name in ("routed", "routed-1sig", "federated"):
+    for name in ("routed", "routed-1sig", "federated", "mixed"):
         delivered = re.search(rf"^\| {name} .*delivered (\d+)/(\d+)", out, re.M)
         assert delivered and delivered[1] == delivered[2] != "0", out
     assert "routed / direct throughput" in out
     assert "gateway CPU per routed call / bare forwarder CPU per call" in out
+    assert "mixed: gateway CPU per case" in out
 
 
 def test_memory_and_scaling_scripts_run() -> None:
