@@ -12,6 +12,7 @@ import itertools
 import json
 import statistics
 import time
+from typing import Any
 
 import grpc
 
@@ -26,6 +27,7 @@ APPLICANT = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="110105194912310
                          name="张三", phone="13812345678")
 FORM = {"reason": "异地就医", "hospital": "复旦大学附属华山医院"}
 PROGRESS = (pb.CASE_STATE_ACCEPTED, pb.CASE_STATE_PROCESSING, pb.CASE_STATE_COMPLETED)
+MIXED_CALLS = ("SubmitCase", "GetCase", "UpdateCase", "UpdateCase", "UpdateCase")
 
 
 def sample_case() -> bytes:
@@ -38,8 +40,9 @@ def sample_case() -> bytes:
     return pp.ReceiveCaseRequest(case=case).SerializeToString()
 
 
-async def run(args: argparse.Namespace) -> dict[str, float]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
+    by_call: dict[str, list[float]] = {}  # mixed: the samples of each kind of call
     errors = acked = cases = updates = 0
     measuring = False
     stop_at = 0.0
@@ -78,7 +81,10 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 updates += 1
                 steps.append(time.perf_counter())
             if measuring:  # each of the five calls is one latency sample
-                latencies.extend(b - a for a, b in itertools.pairwise(steps))
+                spans = [b - a for a, b in itertools.pairwise(steps)]
+                latencies.extend(spans)
+                for name, span in zip(MIXED_CALLS, spans, strict=True):
+                    by_call.setdefault(name, []).append(span)
     else:
         config = load_config(args.config, self_id=args.gateway)
         # several clients, each its own TCP connection, so SO_REUSEPORT spreads them
@@ -145,11 +151,20 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     await asyncio.gather(*workers)
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"calls": len(latencies), "errors": errors, "acked_total": acked, "seconds": elapsed,
+    spread = {name: percentiles(sorted(samples)) for name, samples in by_call.items()}
+    return {"by_call": spread,
+            "calls": len(latencies), "errors": errors, "acked_total": acked, "seconds": elapsed,
             "cases_total": cases, "updates_total": updates,
             "rate": len(latencies) / elapsed,
-            "p50_ms": 1000 * statistics.median(latencies) if latencies else 0.0,
-            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0}
+            **dict(zip(("p50_ms", "p99_ms"), percentiles(latencies), strict=True))}
+
+
+def percentiles(ordered: list[float]) -> tuple[float, float]:
+    """p50 and p99 in ms of sorted samples in seconds."""
+    if not ordered:
+        return 0.0, 0.0
+    return (1000 * statistics.median(ordered),
+            1000 * ordered[int(0.99 * (len(ordered) - 1))])
 
 
 def main() -> None:

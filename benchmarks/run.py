@@ -369,6 +369,11 @@ def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
         if one and direct and label != "routed":
             lines.append(f"{label} / direct throughput: {one['rate'] / direct['rate']:.2f}")
     mix = results.get("mixed")
+    if mix and mix.get("by_call"):
+        by_call = mix["by_call"]
+        assert isinstance(by_call, dict)
+        lines.append("mixed latency by call, p50 / p99 ms: " + ", ".join(
+            f"{name} {p50:.1f} / {p99:.1f}" for name, (p50, p99) in by_call.items()))
     if mix and bare:
         # a case: 5 calls served, 4 deliveries made = 9 gRPC hops; a bare call is 2
         per_case, b = 5 * mix["cpu_gateway_ms_per_1k"], bare["cpu_proxy_ms_per_1k"]
