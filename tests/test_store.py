@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit, verify
-from gateway.errors import FailedPrecondition, NotFound
+from gateway.errors import FailedPrecondition, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store import CaseRecord, Effects, NewOutbox
 from gateway.store.sqlite import SqliteStore, read_audit
@@ -52,6 +53,35 @@ async def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> N
     got = await reopened.get_case("C00042")
     assert got is not None and got.case.case_number == "N42"
     await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_a_read_does_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """GetCase and GetBundle read what is committed, at once, even while the writer is
+    held up (here another process holds SQLite's write lock); writes queue meanwhile."""
+    path = tmp_path / "g.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.create_case(record(1), Effects())
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a second gateway process would
+    try:
+        write = asyncio.ensure_future(store.create_case(record(2), Effects()))
+        await asyncio.sleep(0.2)
+        assert not write.done()  # the writer waits for the lock
+        async with asyncio.timeout(0.5):
+            got = await store.get_case("C00001")
+        assert got is not None and got.case.case_number == "N1"
+        assert await store.get_case("C00002") is None  # not committed: not seen
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await write
+    again = await store.get_case("C00002")  # acknowledged, so a read sees it
+    assert again is not None and again.case.case_number == "N2"
+    await store.close()
+    with pytest.raises(GatewayError):
+        await store.get_case("C00001")
 
 
 @pytest.mark.asyncio

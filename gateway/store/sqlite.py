@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 RECORD_COLUMNS = "upstream, downstream, request_digest, record"
 BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
+PEEK_BUSY_MS = 20  # the longest a point read on the loop waits for a busy file
 LAZY_S = 0.005  # the longest a lazy op (a delivery's mark) waits for a commit to join
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
@@ -120,6 +121,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tongban-store",
                                             initializer=_name_thread, initargs=("tongban-store",))
         self._conn: sqlite3.Connection | None = None
+        self._lconn: sqlite3.Connection | None = None  # point reads on the loop (see _peek)
         self._pending: list[tuple[Op, asyncio.Future[Any], bool]] = []  # op, waiter, lazy
         self._wake = asyncio.Event()
         self._lazy_timer: asyncio.TimerHandle | None = None
@@ -131,6 +133,10 @@ class SqliteStore:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._connect)
+        if self._path != ":memory:":  # a second connection to :memory: is another database
+            self._lconn = sqlite3.connect(self._path, isolation_level=None)
+            self._lconn.execute(f"PRAGMA busy_timeout={PEEK_BUSY_MS}")
+            self._lconn.execute("PRAGMA query_only=ON")  # it reads, whatever it is handed
         self._writer = asyncio.create_task(self._write_loop(), name="tongban-store-writer")
 
     def _connect(self) -> None:
@@ -163,6 +169,9 @@ class SqliteStore:
             if not fut.done():
                 fut.set_exception(GatewayError("store closed"))
         self._pending.clear()
+        if self._lconn is not None:
+            self._lconn.close()
+            self._lconn = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -188,6 +197,27 @@ class SqliteStore:
         elif self._lazy_timer is None:
             self._lazy_timer = loop.call_later(LAZY_S, self._wake.set)
         return await fut
+
+    async def _peek(self, op: Op) -> Any:
+        """A point read (a case, a bundle) on the event loop's own connection.
+
+        In WAL mode a reader sees what is committed and never waits for the writer, and
+        every write is committed before its caller hears of it, so a read after an
+        answer sees it. Through the writer queue, a GetCase waited for the commit in
+        flight and then for its own batch's fsync, and came out slower than a write under
+        load (the mixed benchmark: 17.6 vs 12.8 ms p50 at 8 cases in flight); a reader
+        thread of its own cost a hand-off per read, more at saturation than the wait it
+        saved. A primary-key look-up here costs tens of µs, less than either. Should the
+        file be busy (WAL recovery after a crash), the read goes through the writer.
+        """
+        if self._lconn is None or self._closing:
+            return await self._run(op)
+        try:
+            return op(self._lconn)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return await self._run(op)
 
     async def _write_loop(self) -> None:
         while True:
@@ -341,7 +371,7 @@ class SqliteStore:
                 parts.append(_record(found))
             return bundle, parts
 
-        result: tuple[BundleRecord, list[CaseRecord]] | None = await self._run(op)
+        result: tuple[BundleRecord, list[CaseRecord]] | None = await self._peek(op)
         return result
 
     async def read_events(self, after: int, limit: int) -> list[pb.CaseEvent]:
@@ -394,7 +424,7 @@ class SqliteStore:
                                (case_id,)).fetchone()
             return None if row is None else _record(row)
 
-        result: CaseRecord | None = await self._run(op)
+        result: CaseRecord | None = await self._peek(op)
         return result
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
