@@ -240,13 +240,12 @@ class Engine:
         if not update.actor or from_partner:
             update.actor = caller  # a partner speaks for itself; a peer relays the maker
         written: list[Effects] = []
-        sides: list[Side] = []
 
         def guard(record: CaseRecord) -> None:  # on the row being changed: no read first
-            sides[:] = [self._side(record, caller)]
+            self._side(record, caller)  # raises for a stranger, duplicates included
 
         def mutate(record: CaseRecord) -> Effects:
-            side = sides[0]
+            side = self._side(record, caller)  # the guard passed on this very row
             fx = lifecycle.apply(record.case, update, side, self.ratio)
             other = record.downstream if side is Side.ORIGIN else record.upstream
             payload = gw.UpdateCaseRequest(update=update).SerializeToString()
