@@ -29,7 +29,7 @@ class CallError(GatewayError):
 
 
 class SignedChannel:
-    """One channel to one party; every call signed as `issuer` for audience `audience`."""
+    """One channel to one party; every call signed by its signer for audience `audience`."""
 
     def __init__(self, target: str, *, audience: str, signer: BatchSigner, batch: bool,
                  verifier: Verifier, clock: Clock, timeout_s: float = 10.0) -> None:
