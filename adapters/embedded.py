@@ -8,6 +8,13 @@ its partner would over UpdateCase. Settings:
 - ``auto``: "complete" (accept, process and complete each case), "accept" (accept and
   start processing), or "manual" (a clerk moves cases, see `transition`)
 - ``step_delay_s``: pause between automatic steps (default 0.05)
+- ``private_key``: the platform's own PEM key, relative to partners.toml (``{id}`` is
+  replaced by the partner id; default ``demo-keys/{id}.pem``), and ``key_id`` (default
+  ``k1``): it signs every update it makes, as a platform over the wire would, so its
+  statements can be checked at every gateway on the way back (docs/signing.md §8)
+
+Like any target platform it checks what it is handed: a case's origin statement, an
+update's author statement (it refuses, and the gateway retries, what does not verify).
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import aiosqlite
 from gateway.cases import Side, State, plan
 from gateway.config import Partner, Party
 from gateway.errors import ConfigError, GatewayError, NotFound
+from gateway.evidence import SUBMISSIONS, UPDATE, UPDATES
 from gateway.ids import new_ulid
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.signing import load_private_key, sign
 from gateway.types import AdapterContext
 
 log = logging.getLogger("tongban.embedded")
@@ -48,6 +57,14 @@ class EmbeddedAdapter:
             raise ConfigError(f"partners {party.id}: settings.auto must be one of "
                               f"{', '.join(AUTO)}")
         self.step_delay_s = float(settings.get("step_delay_s", 0.05))
+        key_file = ctx.config_dir / str(settings.get("private_key", "demo-keys/{id}.pem")
+                                        ).replace("{id}", party.id)
+        try:
+            self._key = load_private_key(key_file.read_bytes(),
+                                         kid=f"{party.id}#{settings.get('key_id', 'k1')}")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"partners {party.id}: settings.private_key: cannot load "
+                              f"{key_file}: {exc}") from None
         name = str(settings.get("database", ":memory:"))
         self._path = name if name == ":memory:" else str(ctx.data_dir / name)
         self._db: aiosqlite.Connection | None = None
@@ -80,6 +97,10 @@ class EmbeddedAdapter:
     # -- the gateway hands us work ---------------------------------------------------
     async def deliver_case(self, payload: bytes) -> None:
         case = pp.ReceiveCaseRequest.FromString(payload).case
+        claims = self._ctx.statements.check(case.origin_statement, methods=SUBMISSIONS,
+                                            field="case.origin_statement")
+        if claims.iss != case.origin_partner:
+            raise NotFound(f"case {case.case_id} is not signed by its origin")
         async with self._lock:
             cursor = await self.db.execute(
                 "INSERT OR IGNORE INTO cases VALUES (?,?,?,?)",
@@ -95,6 +116,10 @@ class EmbeddedAdapter:
 
     async def deliver_update(self, payload: bytes) -> None:
         update = gw.UpdateCaseRequest.FromString(payload).update
+        claims = self._ctx.statements.check(update.statement, methods=UPDATES,
+                                            field="update.statement")
+        if claims.iss != update.actor:
+            raise NotFound(f"update {update.update_id} is not signed by its author")
         async with self._lock:
             await self.db.execute("INSERT OR IGNORE INTO updates VALUES (?,?,?,?)",
                                   (update.update_id, update.case_id, update.state, update.note))
@@ -143,9 +168,12 @@ class EmbeddedAdapter:
         await self._report(update)
 
     async def _report(self, update: pb.CaseUpdate) -> None:
+        body = gw.UpdateCaseRequest(update=update).SerializeToString()
         for attempt in range(6):
+            token, _ = sign(self._key, iss=self.partner.id, aud=self.partner.gateway,
+                            method=UPDATE, body=body, now=self._ctx.clock.now())
             try:
-                await self._ctx.report(self.partner.id, update)
+                await self._ctx.report(self.partner.id, pb.Statement(request=body, token=token))
                 return
             except GatewayError as exc:
                 if attempt == 5:

@@ -15,7 +15,8 @@ from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, PermissionDenied
+from gateway.evidence import UPDATES
 from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -81,7 +82,9 @@ class GatewayApp:
         ctx = AdapterContext(gateway_id=self.config.self_id, signing_key=self.config.signing_key,
                              verifier=self.verifier, clock=self.clock,
                              data_dir=self.config.data_dir, report=self._report,
-                             batch_signer=self.batch_signer)
+                             batch_signer=self.batch_signer,
+                             config_dir=self.config.source.parent,
+                             statements=self.engine.statements)
         parties: list[Partner | Gateway] = [*self.config.local_partners()]
         parties += [self.config.gateways[g] for g in self.config.me.links]
         for party in parties:
@@ -92,8 +95,14 @@ class GatewayApp:
                                   f"(have {', '.join(sorted(factories))})")
             self.adapters[party.id] = factory(party, ctx)
 
-    async def _report(self, partner: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
-        return await self.engine.update(partner, update)
+    async def _report(self, partner: str, statement: pb.Statement) -> gw.UpdateCaseResponse:
+        """An in-process platform's signed update: checked as if it came over the wire."""
+        claims = self.engine.statements.check(statement, methods=UPDATES,
+                                              field="update.statement")
+        if claims.iss != partner or claims.aud != self.config.self_id:
+            raise PermissionDenied(f"{partner} reports its own updates, to this gateway",
+                                   field="update.statement")
+        return await self.engine.report(partner, statement, claims)
 
     async def start(self) -> None:
         await self.store.open()

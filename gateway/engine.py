@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 
-from gateway import lifecycle
+from gateway import evidence, lifecycle
 from gateway.bundles import aggregate
 from gateway.cases import TRANSITIONS, Side, State
 from gateway.config import Config, Gateway, Item, Partner, Supervisor
@@ -23,15 +23,17 @@ from gateway.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    quote,
 )
 from gateway.identifiers import mask_id
-from gateway.ids import new_ulid
-from gateway.lifecycle import timestamp
+from gateway.ids import CASE_ID, new_ulid
+from gateway.lifecycle import seconds, timestamp
 from gateway.outbox import OutboxWorker
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.routing import Route, RouteTable, Scope, admit
+from gateway.signing import Claims
 from gateway.store import BundleRecord, CaseRecord, Effects, NewOutbox, OutboxEntry, Store
 from gateway.types import Clock, PartnerAdapter
 from gateway.validation import MODE_NAMES, check_delivery, check_rating, check_submit, check_update
@@ -49,6 +51,9 @@ class Engine:
                  ) -> None:
         self.config, self.store, self.adapters, self.clock = config, store, adapters, clock
         self.routes = RouteTable.from_config(config)
+        self.statements = evidence.Statements(
+            {p.id: p.keys for p in config.partners.values()}, config.self_id,
+            max_ttl_s=config.limits.max_token_ttl_s)
         self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
         self.ratio = config.supervision.warning_ratio
         self._watchers: dict[str, set[asyncio.Queue[pb.Case]]] = {}
@@ -74,20 +79,17 @@ class Engine:
             raise PermissionDenied(f"{caller} is not a supervisor of this gateway")
         return party
 
-    @staticmethod
-    def _side(record: CaseRecord, caller: str) -> Side:
-        if caller == record.upstream:
-            return Side.ORIGIN
-        if caller == record.downstream:
-            return Side.TARGET
-        # one partner never learns of another's cases: unknown and foreign look the same
-        raise NotFound(f"case {record.case.case_id} not found", field="case_id")
-
     # -- admission -----------------------------------------------------------------------
-    def _new_case(self, partner: Partner, req: gw.SubmitCaseRequest, digest: str,
-                  field: str = "", bundle_id: str = "") -> tuple[CaseRecord, Effects, str]:
-        """Check a submission and build its case, ready to store. No I/O."""
-        prefix = f"{field}." if field else ""
+    def _build_case(self, origin: str, req: gw.SubmitCaseRequest, *, case_id: str, at: float,
+                    origin_gateway: str, bundle_id: str, prefix: str
+                    ) -> tuple[pb.Case, Route, str]:
+        """The case a submission makes, its route from here and the division note. No I/O.
+
+        The origin gateway builds a new case with it, and every later gateway rebuilds the
+        forwarded case with it from the origin's own signed request, so what each hop
+        stores is what the origin said, checked against this gateway's catalogue, routes
+        and alliances (a case outside its scope is refused at every hop).
+        """
         item = check_submit(req, dict(self.config.items), prefix)
         if req.HasField("delivery_preference"):
             check_delivery(req.delivery_preference, f"{prefix}delivery_preference")
@@ -96,37 +98,51 @@ class Engine:
             raise NotFound(f"{req.target_division} is not a GB/T 2260 division code",
                            field=f"{prefix}target_division")
         route = self.routes.route(resolution.current, field=f"{prefix}target_division")
-        admission = admit(partner.id[:6], resolution.current, item,
-                          self.config.alliances.values())
-        now = self.clock.now()
+        admission = admit(origin[:6], resolution.current, item, self.config.alliances.values())
         case = pb.Case(
-            case_id=new_ulid(now), case_number=req.case_number, origin_partner=partner.id,
-            origin_gateway=self.config.self_id, target_division=resolution.current,
+            case_id=case_id, case_number=req.case_number, origin_partner=origin,
+            origin_gateway=origin_gateway, target_division=resolution.current,
             requested_division=req.target_division,
             target_partner=route.destination.partner or "",
             item_code=item.code, mode=MODE_NAMES[item.mode], scope=SCOPES[admission.scope],
             alliance=admission.alliance, applicant=req.applicant, form=req.form,
             materials=req.materials, state=pb.CASE_STATE_SUBMITTED,
-            submitted_at=timestamp(now), updated_at=timestamp(now),
-            deadline=timestamp(self._deadline(item, now)), bundle_id=bundle_id)
+            submitted_at=timestamp(at), updated_at=timestamp(at),
+            deadline=timestamp(self._deadline(item, at)), bundle_id=bundle_id)
         if req.HasField("delivery_preference"):
             case.delivery_preference.CopyFrom(req.delivery_preference)
-        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(now), actor=partner.id,
-                          update_id=f"submit:{case.case_id}")
+        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(at), actor=origin,
+                          update_id=f"submit:{case_id}")
+        return case, route, resolution.note
+
+    def _new_case(self, partner: Partner, req: gw.SubmitCaseRequest, digest: str,
+                  statement: pb.Statement, field: str = "", bundle_id: str = ""
+                  ) -> tuple[CaseRecord, Effects, str]:
+        """Check a submission and build its case, ready to store. No I/O."""
+        now = self.clock.now()
+        case, route, note = self._build_case(
+            partner.id, req, case_id=new_ulid(now), at=now, origin_gateway=self.config.self_id,
+            bundle_id=bundle_id, prefix=f"{field}." if field else "")
+        case.origin_statement.CopyFrom(statement)
         record = CaseRecord(case=case, upstream=partner.id, downstream=self._downstream(route),
                             request_digest=digest)
         effects = lifecycle.admitted(case, partner.id, self.ratio)
         effects.outbox.append(self._case_outbox(case, route, hops=0, path=[]))
-        return record, effects, resolution.note
+        return record, effects, note
 
     def _deadline(self, item: Item, now: float) -> float:
         return self.config.calendar.add(now, item.time_limit_days)
 
-    async def submit(self, caller: str, req: gw.SubmitCaseRequest,
-                     digest: str) -> gw.SubmitCaseResponse:
-        """Admit a partner's case; return only once it is durable here."""
+    async def submit(self, caller: str, req: gw.SubmitCaseRequest, digest: str,
+                     statement: pb.Statement) -> gw.SubmitCaseResponse:
+        """Admit a partner's case; return only once it is durable here.
+
+        digest identifies the submission by meaning (a deterministic serialisation: map
+        order does not matter), so a resubmission gets the same case back; statement is
+        the partner's own signed request, which travels with the case.
+        """
         partner = self._partner(caller)
-        new, effects, note = self._new_case(partner, req, digest)
+        new, effects, note = self._new_case(partner, req, digest, statement)
         record, duplicate = await self.store.create_case(new, effects)
         if duplicate and record.request_digest != digest:
             raise AlreadyExists(f"case_number {req.case_number} was used for a different case",
@@ -139,8 +155,8 @@ class Engine:
             self._committed(effects)
         return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate, division_note=note)
 
-    async def submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
-                            digest: str) -> gw.SubmitBundleResponse:
+    async def submit_bundle(self, caller: str, req: gw.SubmitBundleRequest, digest: str,
+                            statement: pb.Statement) -> gw.SubmitBundleResponse:
         """Admit a 一件事 bundle: every part checked first, then all stored in one commit."""
         partner = self._partner(caller)
         if not req.bundle_number or len(req.bundle_number) > 64:
@@ -157,8 +173,8 @@ class Engine:
         bundle_id = new_ulid(self.clock.now())
         built = []
         for i, part in enumerate(req.parts):
-            part_digest = hashlib.sha256(part.SerializeToString()).hexdigest()
-            built.append(self._new_case(partner, part, part_digest, f"parts[{i}]",
+            part_digest = hashlib.sha256(part.SerializeToString(deterministic=True)).hexdigest()
+            built.append(self._new_case(partner, part, part_digest, statement, f"parts[{i}]",
                                         bundle_id)[:2])
         bundle = BundleRecord(bundle_id=bundle_id, bundle_number=req.bundle_number,
                               origin_partner=partner.id, name=req.name,
@@ -182,24 +198,29 @@ class Engine:
         return _bundle_message(*found)
 
     async def forward(self, caller: str, req: gw.ForwardCaseRequest) -> gw.ForwardCaseResponse:
-        """Accept a case from a linked gateway and pass it on (federation)."""
+        """Accept a case from a linked gateway and pass it on (federation).
+
+        The peer only carries the case: what is stored and passed on is rebuilt here from
+        the origin platform's signed request (DESIGN §4a), and a case that does not say
+        what its origin signed is refused with nothing stored.
+        """
         peer = self._peer(caller)
         case = req.case
-        if not case.case_id or not case.origin_partner or not case.case_number:
-            raise FailedPrecondition("a forwarded case carries case_id, origin_partner and "
-                                     "case_number", field="case.case_id")
         if self.config.self_id in req.path or req.hops >= self.config.limits.max_hops:
             raise FailedPrecondition(f"routing loop or hop cap ({req.hops} hops via "
-                                     f"{' → '.join(req.path)})", field="hops")
-        route = self.routes.route(case.target_division, field="case.target_division")
+                                     f"{quote(' → '.join(req.path), 200)})", field="hops")
+        if not CASE_ID.fullmatch(case.case_id):
+            raise InvalidArgument("a forwarded case carries the ULID its origin gateway gave "
+                                  "it", field="case.case_id")
+        expected, route = self._rebuild(case)
         if route.next_hop == peer.id:
             raise FailedPrecondition(f"{peer.id} sent back a case this gateway routes to it",
                                      field="case.target_division")
-        effects = lifecycle.admitted(case, peer.id, self.ratio)
-        effects.outbox.append(self._case_outbox(case, route, hops=req.hops,
+        effects = lifecycle.admitted(expected, peer.id, self.ratio)
+        effects.outbox.append(self._case_outbox(expected, route, hops=req.hops,
                                                 path=list(req.path)))
         record, duplicate = await self.store.create_case(
-            CaseRecord(case=case, upstream=peer.id, downstream=self._downstream(route)),
+            CaseRecord(case=expected, upstream=peer.id, downstream=self._downstream(route)),
             effects)
         if duplicate and record.upstream != peer.id:
             # a case id seen from another neighbour: say so, but show nothing of it
@@ -208,6 +229,38 @@ class Engine:
         if not duplicate:
             self._committed(effects)
         return gw.ForwardCaseResponse(case=record.case, duplicate=duplicate)
+
+    def _rebuild(self, case: pb.Case) -> tuple[pb.Case, Route]:
+        """The forwarded case as its origin's statement makes it, and its route from here;
+        refuse (PERMISSION_DENIED, nothing stored) where the case says anything else."""
+        claims = self.statements.check(case.origin_statement, methods=evidence.SUBMISSIONS,
+                                       field="case.origin_statement")
+        origin = self.config.partners[claims.iss]  # the key was found: a listed partner
+        if claims.iss != case.origin_partner:
+            raise PermissionDenied(f"the case says it comes from {quote(case.origin_partner)}"
+                                   f" but {claims.iss} signed it", field="case.origin_partner")
+        if origin.gateway == self.config.self_id:
+            raise PermissionDenied(f"{origin.id} submits its cases here, not through a peer",
+                                   field="case.origin_partner")
+        if case.origin_gateway != origin.gateway or claims.aud != origin.gateway:
+            raise PermissionDenied(f"{origin.id} submits its cases at {origin.gateway}",
+                                   field="case.origin_gateway")
+        submitted = seconds(case.submitted_at)
+        skew = self.config.limits.clock_skew_s
+        if not claims.iat - skew <= submitted <= claims.exp + skew:
+            raise PermissionDenied("the case was not admitted while its origin's token was "
+                                   "valid", field="case.submitted_at")
+        submission = evidence.submission_of(claims.mth, case.origin_statement.request,
+                                            case.case_number)
+        expected, route, _ = self._build_case(
+            origin.id, submission, case_id=case.case_id, at=submitted,
+            origin_gateway=origin.gateway, bundle_id=case.bundle_id, prefix="case.")
+        expected.origin_statement.CopyFrom(case.origin_statement)
+        differs = evidence.differing_field(expected, case, skip=evidence.HOP_CASE_FIELDS)
+        if differs is not None:
+            raise PermissionDenied(f"the case does not say what {origin.id} signed",
+                                   field=f"case.{differs}")
+        return expected, route
 
     def _downstream(self, route: Route) -> str:
         return route.next_hop or route.destination.partner or ""
@@ -224,33 +277,95 @@ class Engine:
                          kind="case", payload=payload)
 
     # -- updates ---------------------------------------------------------------------
-    async def update(self, caller: str, update: pb.CaseUpdate, *,
-                     field: str = "update.case_id") -> gw.UpdateCaseResponse:
-        """Apply a change from either side of a case and pass it on to the other side."""
-        check_update(update)
-        from_partner = isinstance(self.config.party(caller), Partner)
-        if from_partner and update.HasField("rating"):
-            raise InvalidArgument("ratings go through RateCase", field="update.rating")
-        if not update.HasField("at"):
-            update.at.CopyFrom(timestamp(self.clock.now()))
-        return await self._apply(caller, update, from_partner=from_partner, field=field)
+    async def report(self, caller: str, statement: pb.Statement,
+                     claims: Claims) -> gw.UpdateCaseResponse:
+        """An UpdateCase, CancelCase or RateCase of this gateway's own partner: the update
+        its signed request makes (claims are that request's verified token), stamped
+        with this gateway's receipt time, passed on with the request itself."""
+        self._partner(caller)
+        update = evidence.update_from(claims.mth, statement.request)
+        field = "update.case_id" if claims.mth == evidence.UPDATE else "case_id"
+        now = self.clock.now()
+        if update.HasField("rating"):
+            check_rating(update.rating.score, update.rating.channel)
+            if len(update.rating.comment) > 1024:
+                raise InvalidArgument("at most 1024 characters", field="comment")
+            self._rating_policy(update.rating, caller, now)
+        else:
+            check_update(update)
+        update.actor = caller
+        update.at.CopyFrom(timestamp(now))
+        update.statement.CopyFrom(statement)
+        return await self._apply(caller, update, field=field)
 
-    async def _apply(self, caller: str, update: pb.CaseUpdate, *, from_partner: bool,
+    async def relay(self, caller: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
+        """An update a linked gateway passes on: it must carry its author's statement and
+        say what that says; the author must own the side of the case it acts for."""
+        self._peer(caller)
+        claims = self.statements.check(update.statement, methods=evidence.UPDATES,
+                                       field="update.statement")
+        said = evidence.update_from(claims.mth, update.statement.request)
+        differs = evidence.differing_field(evidence.author_part(said),
+                                           evidence.author_part(update))
+        if differs is not None:
+            raise PermissionDenied(f"the update does not say what {claims.iss} signed",
+                                   field=f"update.{differs}")
+        if update.actor != claims.iss:
+            raise PermissionDenied(f"the update was made by {claims.iss}", field="update.actor")
+        skew = self.config.limits.clock_skew_s
+        at = seconds(update.at) if update.HasField("at") else 0.0
+        if not claims.iat - skew <= at <= min(claims.exp + skew, self.clock.now() + skew):
+            # the first gateway stamps its receipt time while the author's token is valid
+            raise PermissionDenied("the update was not received while its author's token "
+                                   "was valid", field="update.at")
+        if update.HasField("rating"):
+            check_rating(update.rating.score, update.rating.channel)
+            if update.rating.rater != claims.iss:
+                raise PermissionDenied(f"the rating was given by {claims.iss}",
+                                       field="update.rating.rater")
+            self._rating_policy(update.rating, claims.iss, at)
+        else:
+            check_update(update)
+        return await self._apply(caller, update, field="update.case_id")
+
+    def _rating_policy(self, rating: pb.Rating, rater: str, at: float) -> None:
+        """What a gateway adds to a rating: who gave it, when, and for a 差评 the
+        rectification (整改) deadline, from the receipt time and this gateway's calendar."""
+        rating.rater = rater
+        rating.at.CopyFrom(timestamp(at))
+        rating.ClearField("rectification_deadline")
+        if rating.score <= 2:  # 差评 opens a rectification (整改) with its own deadline
+            rating.rectification_deadline.CopyFrom(timestamp(self.config.calendar.add(
+                at, self.config.supervision.rectification_days)))
+
+    def _side(self, record: CaseRecord, caller: str, author: str) -> Side:
+        """Which side of the case an update acts for: its author must own that side and
+        it must arrive from that side's neighbour (a partner here, or the peer the case
+        came from or went to)."""
+        case = record.case
+        if author == case.origin_partner and caller == record.upstream:
+            return Side.ORIGIN
+        if author and author == case.target_partner and caller == record.downstream:
+            return Side.TARGET
+        # one partner never learns of another's cases: unknown and foreign look the same
+        raise NotFound(f"case {quote(case.case_id)} not found", field="case_id")
+
+    async def _apply(self, caller: str, update: pb.CaseUpdate, *,
                      field: str) -> gw.UpdateCaseResponse:
-        if not update.actor or from_partner:
-            update.actor = caller  # a partner speaks for itself; a peer relays the maker
+        author = update.actor
         written: list[Effects] = []
 
         def guard(record: CaseRecord) -> None:  # on the row being changed: no read first
-            self._side(record, caller)  # raises for a stranger, duplicates included
+            self._side(record, caller, author)  # raises for a stranger, duplicates included
 
         def mutate(record: CaseRecord) -> Effects:
-            side = self._side(record, caller)  # the guard passed on this very row
+            side = self._side(record, caller, author)  # the guard passed on this very row
             fx = lifecycle.apply(record.case, update, side, self.ratio)
             other = record.downstream if side is Side.ORIGIN else record.upstream
             payload = gw.UpdateCaseRequest(update=update).SerializeToString()
             fx.outbox.append(NewOutbox(destination=other, case_id=update.case_id,
                                        kind="update", payload=payload))
+            fx.statements.append((seconds(update.at), update.statement.SerializeToString()))
             written[:] = [fx]
             return fx
 
@@ -258,35 +373,11 @@ class Engine:
             record, duplicate = await self.store.update_case(update.case_id, update.update_id,
                                                              mutate, guard=guard)
         except NotFound:  # unknown and foreign cases look the same, field path included
-            raise NotFound(f"case {update.case_id} not found", field=field) from None
+            raise NotFound(f"case {quote(update.case_id)} not found", field=field) from None
         if not duplicate:
             self._notify(record.case)
             self._committed(*written)
         return gw.UpdateCaseResponse(case=record.case, duplicate=duplicate)
-
-    async def cancel(self, caller: str, req: gw.CancelCaseRequest) -> gw.CancelCaseResponse:
-        update = pb.CaseUpdate(case_id=req.case_id, update_id=f"cancel:{req.case_id}",
-                               state=pb.CASE_STATE_CANCELLED, note=req.reason)
-        answer = await self.update(caller, update, field="case_id")
-        return gw.CancelCaseResponse(case=answer.case)
-
-    async def rate(self, caller: str, req: gw.RateCaseRequest) -> gw.RateCaseResponse:
-        """好差评: one rating per case; the same rating again is a harmless retry."""
-        self._partner(caller)
-        check_rating(req.score, req.channel)
-        if len(req.comment) > 1024:
-            raise InvalidArgument("at most 1024 characters", field="comment")
-        now = self.clock.now()
-        rating = pb.Rating(score=req.score, channel=req.channel, comment=req.comment,
-                           at=timestamp(now), rater=caller)
-        if req.score <= 2:  # 差评 opens a rectification (整改) with its own deadline
-            rating.rectification_deadline.CopyFrom(timestamp(self.config.calendar.add(
-                now, self.config.supervision.rectification_days)))
-        key = hashlib.sha256(f"{req.score}|{req.channel}|{req.comment}".encode()).hexdigest()
-        update = pb.CaseUpdate(case_id=req.case_id, update_id=f"rate:{key[:32]}",
-                               rating=rating, actor=caller, at=timestamp(now))
-        answer = await self._apply(caller, update, from_partner=True, field="case_id")
-        return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
 
     async def fire_timer(self, case_id: str, kind: str, due_at: float) -> None:
         """电子监察: a deadline came due; record its event once."""
@@ -303,9 +394,9 @@ class Engine:
 
     async def get(self, caller: str, case_id: str) -> pb.Case:
         record = await self.store.get_case(case_id)
-        if record is None:
-            raise NotFound(f"case {case_id} not found", field="case_id")
-        self._side(record, caller)
+        if record is None or caller not in (record.upstream, record.downstream):
+            # one partner never learns of another's cases: unknown and foreign look the same
+            raise NotFound(f"case {quote(case_id)} not found", field="case_id")
         return record.case
 
     async def watch(self, caller: str, case_id: str) -> AsyncGenerator[pb.Case, None]:

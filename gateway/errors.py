@@ -62,3 +62,10 @@ class AlreadyExists(GatewayError):
 
 class ConfigError(Exception):
     """partners.toml is unusable; the message is one line naming file, line and key path."""
+
+
+def quote(value: str, limit: int = 64) -> str:
+    """A caller's value for an error text: at most `limit` characters, escaped, so a
+    huge or hostile value never reaches a status message, a log line or the audit log."""
+    shown = repr(value[:limit])
+    return shown + "…" if len(value) > limit else shown

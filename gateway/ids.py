@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CASE_ID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a ULID (fullmatch it)
 # base32hex (RFC 4648 §7) and Crockford's base32 both list their 32 symbols in value
 # order, so one encodes in C and a translation turns it into the other
 _CROCKFORD = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUV", _ALPHABET.encode())

@@ -5,7 +5,8 @@ Every function mutates the case it is given and returns the Effects (events, tim
 commit with it; the engine adds the outbox messages. Each gateway on a case's path runs
 the same functions on the same updates (same `at`), so deadlines agree along the path;
 values that need local policy (the item's time limit, the rectification period) are
-computed once, by the gateway that first sees the change, and travel with it.
+computed once, by the gateway that first sees the change, and travel with it. `at` is
+always a gateway's receipt time, never a time the author claims (that is `claimed_at`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def apply(case: pb.Case, update: pb.CaseUpdate, side: Side, ratio: float) -> Eff
         fx.events.append(event(case, K.EVENT_KIND_DELIVERY, update.at, actor=update.actor,
                                note=_delivery_note(update.delivery)))
     if update.HasField("rating"):
+        if side is not Side.ORIGIN:
+            raise PermissionDenied("the origin side rates a case (好差评), not the handling "
+                                   "side", field="update.rating")
         _rate(case, update, fx)
     if update.rectification_report:
         _rectified(case, update, side, fx)

@@ -8,8 +8,11 @@ as those bytes. GatewayErrors become statuses with google.rpc details here and o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,26 +23,57 @@ from grpc_status import rpc_status
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.engine import Engine
-from gateway.errors import GatewayError, InvalidArgument, Unavailable
+from gateway.errors import GatewayError, InvalidArgument, Unavailable, quote
+from gateway.ids import CASE_ID
+from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, Claims, Verifier, body_digest
+from gateway.signing import HEADER, Claims, Verifier
 from gateway.supervision import subscribe
 from gateway.types import Clock
 
 log = logging.getLogger("tongban.server")
 SERVICE = "tongban.v1.Gateway"
-# (caller, request, digest): digest is the request body's verified bdg, hashed once
-Handler = Callable[[str, Any, str], Awaitable[Message]]
+# bytes of a request the gateway does not understand (unknown fields, padding): a newer
+# client's few new fields pass, a megabyte of baggage does not (issue #12)
+MAX_UNKNOWN_BYTES = 4096
+UNAUTHENTICATED_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A verified call: its token's claims, and the exact bytes and token it came with."""
+
+    claims: Claims
+    body: bytes
+    token: str
+
+    @property
+    def caller(self) -> str:
+        return self.claims.iss
+
+    def statement(self) -> pb.Statement:
+        """The call as its author's statement, to travel with the case (DESIGN §4a)."""
+        return pb.Statement(request=self.body, token=self.token)
+
+
+Handler = Callable[[Call, Any], Awaitable[Message]]
+
+
+def meaning_digest(message: Message) -> str:
+    """SHA-256 of a message's deterministic serialisation: the same request whatever order
+    its map entries came in (protobuf fixes no map order across languages)."""
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _case_id(message: Any) -> str:
-    """The case a request or response is about, for the audit log."""
+    """The case a request or response is about, for the audit log (a well-formed id only:
+    a caller's huge or odd value never reaches the audit row)."""
     if message is None:
         return ""
     for holder in (message, getattr(message, "case", None), getattr(message, "update", None)):
         case_id = getattr(holder, "case_id", "")
         if case_id:
-            return str(case_id)
+            return str(case_id) if CASE_ID.fullmatch(case_id) else quote(case_id, 32)
     return ""
 
 
@@ -64,6 +98,8 @@ class GatewayServicer:
         self._batch_to = frozenset(  # callers that verify batch tokens
             p.id for p in (*config.partners.values(), *config.gateways.values(),
                            *config.supervisors.values()) if p.batch_signatures)
+        self.unauthenticated = 0  # calls refused before the caller was known (/metrics)
+        self._unauthenticated_logged = 0.0
 
     async def _answer(self, claims: Claims, method: str, out: bytes) -> str:
         """The response signature; shared with the other answers of this loop turn when
@@ -96,18 +132,29 @@ class GatewayServicer:
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _verify(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
-                body: bytes) -> Claims:
+                body: bytes) -> Call:
         token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
                      None)
-        return self.verifier.verify_request(token, method=method, body=body,
-                                            now=self.clock.now())
+        claims = self.verifier.verify_request(token, method=method, body=body,
+                                              now=self.clock.now())
+        assert token is not None  # verified
+        return Call(claims=claims, body=body, token=token)
 
     @staticmethod
     def _parse(cls: type[Message], body: bytes) -> Any:
+        """Parse once; what the gateway does not understand is dropped (never stored or
+        passed on), and more than a little of it is refused."""
         try:
-            return cls.FromString(body)
-        except DecodeError as exc:
-            raise InvalidArgument(f"not a valid {cls.DESCRIPTOR.full_name}: {exc}") from None
+            message = cls.FromString(body)
+        except (DecodeError, RecursionError) as exc:
+            raise InvalidArgument(f"not a valid {cls.DESCRIPTOR.full_name}: "
+                                  f"{type(exc).__name__}") from None
+        message.DiscardUnknownFields()
+        junk = len(body) - message.ByteSize()
+        if junk > MAX_UNKNOWN_BYTES:
+            raise InvalidArgument(f"{junk} bytes of the request are fields this gateway does "
+                                  f"not know (at most {MAX_UNKNOWN_BYTES})")
+        return message
 
     async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
                      method: str) -> None:
@@ -117,12 +164,26 @@ class GatewayServicer:
         await context.abort_with_status(rpc_status.to_status(to_status(exc, self.self_id)))
 
     async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
-                      method: str, claims: Claims | None, body: bytes, case_id: str) -> None:
-        """Audit a refused call (best effort: the refusal goes out regardless), then abort."""
+                      method: str, claims: Claims | None, case_id: str) -> None:
+        """Audit what an authenticated caller was refused (best effort: the refusal goes
+        out regardless), then abort. A call refused before its caller is known writes
+        nothing durable: anyone can send those, so they are counted and logged (at most
+        one line per interval), never fsync'd per call (issue #12)."""
         error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
-        with contextlib.suppress(GatewayError):
-            await self._audit(method, claims, body, case_id, error.code.name, error.details())
+        if claims is None:
+            self._unauthenticated_call(method, error)
+        else:
+            with contextlib.suppress(GatewayError):
+                await self._audit(method, claims, case_id, error.code.name, error.details())
         await self._abort(context, exc, method)
+
+    def _unauthenticated_call(self, method: str, error: GatewayError) -> None:
+        self.unauthenticated += 1
+        now = time.monotonic()
+        if now - self._unauthenticated_logged >= UNAUTHENTICATED_LOG_INTERVAL_S:
+            self._unauthenticated_logged = now
+            log.warning("refused %d call(s) before authentication so far; latest: %s %s",
+                        self.unauthenticated, method, quote(error.details(), 120))
 
     def _unary(self, name: str, cls: type[Message],
                fn: Handler) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]],
@@ -133,70 +194,75 @@ class GatewayServicer:
             claims: Claims | None = None
             request: Any = None
             try:
-                claims = self._verify(context, method, body)
+                call = self._verify(context, method, body)
+                claims = call.claims
                 request = self._parse(cls, body)
-                pending = PendingAudit(self._entry(method, claims, body, "", "OK"))
+                pending = PendingAudit(self._entry(method, claims, "", "OK"))
                 token = PENDING_AUDIT.set(pending)  # written with the call's own change
                 try:
-                    response = await fn(claims.iss, request, claims.bdg)
+                    response = await fn(call, request)
                 finally:
                     PENDING_AUDIT.reset(token)
                 out = response.SerializeToString()
                 answer = await self._answer(claims, method, out)
                 if pending.seq is None:  # a read or a duplicate: audited on its own
-                    await self._audit(method, claims, body, _case_id(response), "OK")
+                    await self._audit(method, claims, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except Exception as exc:
-                await self._refuse(context, exc, method, claims, body, _case_id(request))
+                await self._refuse(context, exc, method, claims, _case_id(request))
                 raise  # abort raises; this line is never reached
 
         return handle
 
-    def _entry(self, method: str, claims: Claims | None, body: bytes, case_id: str,
-               outcome: str, detail: str = "") -> AuditEntry:
-        return AuditEntry(at=self.clock.now(), caller=claims.iss if claims else "",
-                          method=method, case_id=case_id,
-                          digest=claims.bdg if claims else body_digest(body),
-                          kid=claims.kid if claims else "", jti=claims.jti if claims else "",
+    def _entry(self, method: str, claims: Claims, case_id: str, outcome: str,
+               detail: str = "") -> AuditEntry:
+        return AuditEntry(at=self.clock.now(), caller=claims.iss, method=method,
+                          case_id=case_id, digest=claims.bdg, kid=claims.kid, jti=claims.jti,
                           outcome=outcome, detail=detail)
 
-    async def _audit(self, method: str, claims: Claims | None, body: bytes, case_id: str,
-                     outcome: str, detail: str = "") -> None:
-        """Every exchange, refused ones too, goes into the hash chain before the answer."""
+    async def _audit(self, method: str, claims: Claims, case_id: str, outcome: str,
+                     detail: str = "") -> None:
+        """Every exchange of an authenticated caller, refused ones too, goes into the hash
+        chain before the answer."""
         try:
             await self.engine.store.append_audit(
-                self._entry(method, claims, body, case_id, outcome, detail))
+                self._entry(method, claims, case_id, outcome, detail))
         except GatewayError as exc:  # store closing: the call fails rather than go unaudited
             raise Unavailable(f"audit log unavailable: {exc.message}") from None
 
-    async def _submit(self, caller: str, req: gw.SubmitCaseRequest, digest: str) -> Message:
-        return await self.engine.submit(caller, req, digest)
+    async def _submit(self, call: Call, req: gw.SubmitCaseRequest) -> Message:
+        return await self.engine.submit(call.caller, req, meaning_digest(req), call.statement())
 
-    async def _forward(self, caller: str, req: gw.ForwardCaseRequest, digest: str) -> Message:
-        return await self.engine.forward(caller, req)
+    async def _forward(self, call: Call, req: gw.ForwardCaseRequest) -> Message:
+        return await self.engine.forward(call.caller, req)
 
-    async def _get(self, caller: str, req: gw.GetCaseRequest, digest: str) -> Message:
-        return gw.GetCaseResponse(case=await self.engine.get(caller, req.case_id))
+    async def _get(self, call: Call, req: gw.GetCaseRequest) -> Message:
+        return gw.GetCaseResponse(case=await self.engine.get(call.caller, req.case_id))
 
-    async def _update(self, caller: str, req: gw.UpdateCaseRequest, digest: str) -> Message:
-        return await self.engine.update(caller, req.update)
+    async def _update(self, call: Call, req: gw.UpdateCaseRequest) -> Message:
+        if self.engine.config.party(call.caller) in self.engine.config.gateways.values():
+            return await self.engine.relay(call.caller, req.update)  # a peer passes it on
+        return await self.engine.report(call.caller, call.statement(), call.claims)
 
-    async def _cancel(self, caller: str, req: gw.CancelCaseRequest, digest: str) -> Message:
-        return await self.engine.cancel(caller, req)
+    async def _cancel(self, call: Call, req: gw.CancelCaseRequest) -> Message:
+        answer = await self.engine.report(call.caller, call.statement(), call.claims)
+        return gw.CancelCaseResponse(case=answer.case)
 
-    async def _items(self, caller: str, req: gw.ListItemsRequest, digest: str) -> Message:
+    async def _items(self, call: Call, req: gw.ListItemsRequest) -> Message:
         return self.engine.list_items(req.alliance)
 
-    async def _rate(self, caller: str, req: gw.RateCaseRequest, digest: str) -> Message:
-        return await self.engine.rate(caller, req)
+    async def _rate(self, call: Call, req: gw.RateCaseRequest) -> Message:
+        answer = await self.engine.report(call.caller, call.statement(), call.claims)
+        return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
 
-    async def _submit_bundle(self, caller: str, req: gw.SubmitBundleRequest,
-                             digest: str) -> Message:
-        return await self.engine.submit_bundle(caller, req, digest)
+    async def _submit_bundle(self, call: Call, req: gw.SubmitBundleRequest) -> Message:
+        return await self.engine.submit_bundle(call.caller, req, meaning_digest(req),
+                                               call.statement())
 
-    async def _get_bundle(self, caller: str, req: gw.GetBundleRequest, digest: str) -> Message:
-        return gw.GetBundleResponse(bundle=await self.engine.bundle(caller, req.bundle_id))
+    async def _get_bundle(self, call: Call, req: gw.GetBundleRequest) -> Message:
+        return gw.GetBundleResponse(bundle=await self.engine.bundle(call.caller,
+                                                                    req.bundle_id))
 
     async def _subscribe(self, body: bytes,
                          context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
@@ -204,14 +270,14 @@ class GatewayServicer:
         method = f"/{SERVICE}/Subscribe"
         claims: Claims | None = None
         try:
-            claims = self._verify(context, method, body)
+            claims = self._verify(context, method, body).claims
             req = self._parse(gw.SubscribeRequest, body)
             events = subscribe(self.engine, claims.iss, req)  # refuses before streaming
-            await self._audit(method, claims, body, "", "OK", f"after={req.after}")
+            await self._audit(method, claims, "", "OK", f"after={req.after}")
             async for event in events:
                 yield gw.SubscribeResponse(event=event)
         except Exception as exc:
-            await self._refuse(context, exc, method, claims, body, "")
+            await self._refuse(context, exc, method, claims, "")
 
     async def _watch(self, body: bytes,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
@@ -221,14 +287,14 @@ class GatewayServicer:
         claims: Claims | None = None
         case_id = ""
         try:
-            claims = self._verify(context, method, body)
+            claims = self._verify(context, method, body).claims
             req = self._parse(gw.WatchCaseRequest, body)
-            case_id = req.case_id
-            async with contextlib.aclosing(self.engine.watch(claims.iss, case_id)) as cases:
+            case_id = _case_id(req)
+            async with contextlib.aclosing(self.engine.watch(claims.iss, req.case_id)) as cases:
                 first = await anext(cases)  # NOT_FOUND for a case the caller may not see
-                await self._audit(method, claims, body, case_id, "OK")
+                await self._audit(method, claims, case_id, "OK")
                 yield gw.WatchCaseResponse(case=first)
                 async for case in cases:
                     yield gw.WatchCaseResponse(case=case)
         except Exception as exc:
-            await self._refuse(context, exc, method, claims, body, case_id)
+            await self._refuse(context, exc, method, claims, case_id)

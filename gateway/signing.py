@@ -475,3 +475,43 @@ def _claims(c: dict[str, Any], kid: str) -> Claims:
     return Claims(iss=c["iss"], aud=c["aud"], iat=c["iat"], exp=c["exp"], jti=c["jti"],
                   mth=c["mth"], bdg=c["bdg"], rti=c.get("rti", ""), rdg=c.get("rdg", ""),
                   kid=kid)
+
+
+def verify_statement(verifier: Verifier, token: str, *, body: bytes) -> Claims:
+    """Check a stored statement (docs/signing.md §8): the author's signature over exactly
+    `body`, with a key of the author that was valid when it signed.
+
+    No time window, audience or replay check here: a statement is evidence, checked again
+    at every hop and years later by an auditor; what it may be used for (which method,
+    which audience, which case) is for the caller to decide from the claims returned.
+    A response token (one with `rti`/`rdg`) is never a statement.
+    """
+    if not token or len(token) > MAX_STATEMENT_TOKEN:
+        raise Unauthenticated("a statement needs its author's token (at most "
+                              f"{MAX_STATEMENT_TOKEN} characters)")
+    try:
+        payload, key = (verifier._open_batch(token) if "~" in token
+                        else verifier._open(token, TYP))
+        claims = json.loads(payload)
+    except (ValueError, RecursionError, UnicodeError) as exc:
+        raise Unauthenticated(f"malformed statement token: {type(exc).__name__}") from None
+    if not isinstance(claims, dict):
+        raise Unauthenticated("statement claims must be a JSON object")
+    if claims.get("iss") != key.owner:
+        raise Unauthenticated(f"statement iss does not own key {key.kid}")
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= verifier.max_ttl_s:
+        raise Unauthenticated("statement iat/exp are not integers a valid token carries")
+    if not key.valid_at(iat):
+        raise Unauthenticated(f"key {key.kid} was not valid when the statement was signed")
+    for name in ("aud", "jti", "mth", "bdg"):
+        if not isinstance(claims.get(name), str) or not claims[name]:
+            raise Unauthenticated(f"statement claim {name} is required")
+    if "rti" in claims or "rdg" in claims:
+        raise Unauthenticated("a response token is not a statement")
+    if claims["bdg"] != body_digest(body):
+        raise Unauthenticated("the statement's bdg does not match its request bytes")
+    return _claims(claims, key.kid)
+
+
+MAX_STATEMENT_TOKEN = 16 * 1024

@@ -6,11 +6,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.signing import SigningKey, Verifier
+
+if TYPE_CHECKING:
+    from gateway.evidence import Statements
 
 
 class Clock(Protocol):
@@ -46,8 +49,9 @@ class PartnerAdapter(Protocol):
     async def list_items(self) -> Sequence[pb.Item]: ...
 
 
-# An in-process platform reports a change as its partner would over UpdateCase.
-Reporter = Callable[[str, pb.CaseUpdate], Awaitable[object]]
+# An in-process platform reports a change as its partner would over UpdateCase: with its
+# own signed request (docs/signing.md §8), which the gateway checks and passes on.
+Reporter = Callable[[str, pb.Statement], Awaitable[object]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,3 +65,7 @@ class AdapterContext:
     data_dir: Path
     report: Reporter
     batch_signer: BatchSigner  # for parties with batch_signatures (docs/signing.md §7)
+    config_dir: Path  # where partners.toml is: adapter settings name files relative to it
+    # checks a platform's signed statement (a case's origin, an update's author) against
+    # the federation's keys; a target platform checks what it is handed with it
+    statements: Statements

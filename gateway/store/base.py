@@ -53,6 +53,9 @@ class Effects:
     timers: dict[str, float | None] = field(default_factory=dict)  # kind -> due; None: cancel
     shift_s: float = 0.0  # move the case's deadline timers later (time spent in 补正)
     fired: str = ""  # a timer that went off but stays, marked (overdue: counted as such)
+    # the author's signed statements this change applied, kept as the case's evidence:
+    # (receipt time, serialized tongban.v1.Statement)
+    statements: list[tuple[float, bytes]] = field(default_factory=list)
     outbox_ids: list[int] = field(default_factory=list)  # filled in by the store on insert
     outbox_behind: list[bool] = field(default_factory=list)  # ... True: older entries wait
 

@@ -92,6 +92,13 @@ CREATE TABLE IF NOT EXISTS bundles (
   request_digest TEXT NOT NULL,
   UNIQUE (origin_partner, bundle_number)
 );
+CREATE TABLE IF NOT EXISTS statements (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  case_id TEXT NOT NULL,
+  received_at REAL NOT NULL,
+  statement BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statements_case ON statements (case_id, id);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY,
   at REAL NOT NULL, caller TEXT NOT NULL, method TEXT NOT NULL, case_id TEXT NOT NULL,
@@ -603,6 +610,27 @@ def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:
     return [(row[0], AuditEntry(*row[1:10]), row[10], row[11]) for row in rows]
 
 
+def read_evidence(path: Path | str, case_id: str
+                  ) -> tuple[CaseRecord, list[tuple[float, bytes]],
+                             list[tuple[int, AuditEntry, str, str]]] | None:
+    """A case, the statements applied to it and its audit entries, for
+    `tongban evidence export`; None when the store has no such case."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
+                           (case_id,)).fetchone()
+        if row is None:
+            return None
+        statements = conn.execute("SELECT received_at, statement FROM statements "
+                                  "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
+        audit = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE case_id=? "
+                             "ORDER BY seq", (case_id,)).fetchall()
+    finally:
+        conn.close()
+    return (_record(row), [(float(at), bytes(body)) for at, body in statements],
+            [(r[0], AuditEntry(*r[1:10]), r[10], r[11]) for r in audit])
+
+
 def _name_thread(name: str) -> None:
     """Give the writer thread its name in the OS too (top -H, /proc/<pid>/task/*/comm),
     so operators and benchmarks can tell its CPU from the event loop's. Linux only."""
@@ -739,6 +767,10 @@ def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
     if effects.fired:
         conn.execute("UPDATE timers SET fired = 1 WHERE case_id=? AND kind=?",
                      (case_id, effects.fired))
+    if effects.statements:  # the case's evidence (docs/signing.md §8)
+        conn.executemany("INSERT INTO statements (case_id, received_at, statement) "
+                         "VALUES (?,?,?)", [(case_id, at, body)
+                                            for at, body in effects.statements])
 
 
 def _bundle(row: tuple[str, str, str, str, str, str]) -> BundleRecord:

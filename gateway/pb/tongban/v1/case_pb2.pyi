@@ -335,6 +335,7 @@ class StatusChange(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     MISSING_MATERIALS_FIELD_NUMBER: _builtins.int
     UPDATE_ID_FIELD_NUMBER: _builtins.int
+    CLAIMED_AT_FIELD_NUMBER: _builtins.int
     state: Global___CaseState.ValueType
     actor: _builtins.str
     """partner or gateway id that made the change"""
@@ -347,6 +348,12 @@ class StatusChange(_message.Message):
     def missing_materials(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """容缺受理 / 补正: materials still owed"""
 
+    @_builtins.property
+    def claimed_at(self) -> _timestamp_pb2.Timestamp:
+        """the time the author put in its update, kept as claimed; `at` is the gateway's own
+        receipt time and the only time deadlines are computed from
+        """
+
     def __init__(
         self,
         *,
@@ -356,10 +363,11 @@ class StatusChange(_message.Message):
         note: _builtins.str = ...,
         missing_materials: _abc.Iterable[_builtins.str] | None = ...,
         update_id: _builtins.str = ...,
+        claimed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claimed_at", b"claimed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "missing_materials", b"missing_materials", "note", b"note", "state", b"state", "update_id", b"update_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "claimed_at", b"claimed_at", "missing_materials", b"missing_materials", "note", b"note", "state", b"state", "update_id", b"update_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -416,6 +424,7 @@ class Case(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
     BUNDLE_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_STATEMENT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """ULID assigned once by the origin gateway"""
     case_number: _builtins.str
@@ -473,6 +482,13 @@ class Case(_message.Message):
     def rating(self) -> Global___Rating:
         """好差评, at most one"""
 
+    @_builtins.property
+    def origin_statement(self) -> Global___Statement:
+        """the origin platform's own signed SubmitCase (or SubmitBundle) request: it travels
+        with the case over every hop and every gateway and the target check the case
+        against it (docs/signing.md §8); no gateway can originate or alter a case
+        """
+
     def __init__(
         self,
         *,
@@ -501,14 +517,44 @@ class Case(_message.Message):
         delivery: Global___ResultDelivery | None = ...,
         rating: Global___Rating | None = ...,
         bundle_id: _builtins.str = ...,
+        origin_statement: Global___Statement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "rating", b"rating", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "origin_statement", b"origin_statement", "rating", b"rating", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "bundle_id", b"bundle_id", "case_id", b"case_id", "case_number", b"case_number", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "missing_materials", b"missing_materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "rating", b"rating", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "bundle_id", b"bundle_id", "case_id", b"case_id", "case_number", b"case_number", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "missing_materials", b"missing_materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "origin_statement", b"origin_statement", "rating", b"rating", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class Statement(_message.Message):
+    """Statement is what a platform said, exactly as it said it: the request message bytes
+    it sent and the x-tongban-signature it sent with them (docs/signing.md §8). Anyone
+    with the author's public key can check it, offline and years later.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    request: _builtins.bytes
+    """the exact request message bytes (what the token's bdg covers)"""
+    token: _builtins.str
+    """the author's compact JWS (or batch token) for those bytes"""
+    def __init__(
+        self,
+        *,
+        request: _builtins.bytes = ...,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Statement: _TypeAlias = Statement  # noqa: Y015
 
 @_typing.final
 class ResultDelivery(_message.Message):
@@ -679,6 +725,8 @@ class CaseUpdate(_message.Message):
     DELIVERY_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
     RECTIFICATION_REPORT_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    CLAIMED_AT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     update_id: _builtins.str
     """set by whoever made the update; every hop dedups by it"""
@@ -686,7 +734,7 @@ class CaseUpdate(_message.Message):
     """CASE_STATE_UNSPECIFIED when the update changes no state"""
     note: _builtins.str
     actor: _builtins.str
-    """set by the gateway: who made the update"""
+    """set by the gateway: the platform that signed `statement`"""
     rectification_report: _builtins.str
     """closes a rectification (handling side)"""
     @_builtins.property
@@ -696,7 +744,11 @@ class CaseUpdate(_message.Message):
         """materials sent in answer to 补正"""
 
     @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """set by the gateway that received the update from its author: its own receipt time
+        (every later gateway checks it lies within the statement token's validity window)
+        """
+
     @_builtins.property
     def commitment_deadline(self) -> _timestamp_pb2.Timestamp:
         """容缺受理/告知承诺: with state ACCEPTED and missing_materials, when they are due"""
@@ -708,6 +760,16 @@ class CaseUpdate(_message.Message):
     @_builtins.property
     def rating(self) -> Global___Rating:
         """好差评, after completion"""
+
+    @_builtins.property
+    def statement(self) -> Global___Statement:
+        """set by the gateway: the author's own signed UpdateCase, CancelCase or RateCase
+        request; the update must say what it says (docs/signing.md §8)
+        """
+
+    @_builtins.property
+    def claimed_at(self) -> _timestamp_pb2.Timestamp:
+        """set by the gateway: the author's `at`, as claimed"""
 
     def __init__(
         self,
@@ -724,10 +786,12 @@ class CaseUpdate(_message.Message):
         delivery: Global___ResultDelivery | None = ...,
         rating: Global___Rating | None = ...,
         rectification_report: _builtins.str = ...,
+        statement: Global___Statement | None = ...,
+        claimed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "rating", b"rating"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "claimed_at", b"claimed_at", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "rating", b"rating", "statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "case_id", b"case_id", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "missing_materials", b"missing_materials", "note", b"note", "rating", b"rating", "rectification_report", b"rectification_report", "state", b"state", "supplement", b"supplement", "update_id", b"update_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "at", b"at", "case_id", b"case_id", "claimed_at", b"claimed_at", "commitment_deadline", b"commitment_deadline", "delivery", b"delivery", "missing_materials", b"missing_materials", "note", b"note", "rating", b"rating", "rectification_report", b"rectification_report", "state", b"state", "statement", b"statement", "supplement", b"supplement", "update_id", b"update_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
