@@ -57,11 +57,13 @@ class GatewayApp:
         self.batch_signer = BatchSigner(config.signing_key, config.self_id)
         self.adapters: dict[str, PartnerAdapter] = {}
         self.metrics = Metrics(config.self_id)
-        self.metrics.watch_totals(self._totals)
         self.engine = Engine(config, self.store, self.adapters, self.clock,
                              on_events=self.metrics.record_events)
         self.engine.outbox.observe(self.metrics.record_delivery)
         self.monitor = Monitor(self.engine, self.clock, config.supervision.sweep_interval_s)
+        self.servicer = GatewayServicer(self.engine, self.verifier, self.batch_signer,
+                                        self.clock)
+        self.metrics.watch_totals(self._totals)
         self._grpc: grpc.aio.Server | None = None
         self._web: web.AppRunner | None = None
         self._ready = False
@@ -71,7 +73,9 @@ class GatewayApp:
         return {"store_commits": self.store.commits,
                 "batch_signed_messages": self.batch_signer.messages,
                 "batch_signatures": self.batch_signer.signatures,
-                "signature_checks": self.verifier.signature_checks}
+                "signature_checks": self.verifier.signature_checks,
+                # refused before the caller was known: counted, never audited per call
+                "unauthenticated_calls": self.servicer.unauthenticated}
 
     def _keys_for(self, party_id: str) -> tuple[PublicKey, ...]:
         party = self.config.party(party_id)
@@ -112,8 +116,7 @@ class GatewayApp:
         limit = self.config.limits.max_message_bytes
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                           ("grpc.so_reuseport", int(self.reuse_port))])
-        server.add_generic_rpc_handlers((GatewayServicer(
-            self.engine, self.verifier, self.batch_signer, self.clock).generic_handler(),))
+        server.add_generic_rpc_handlers((self.servicer.generic_handler(),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

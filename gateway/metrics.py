@@ -22,6 +22,8 @@ class _Totals(Collector):
         "batch_signed_messages": "Messages signed through the batch signer",
         "batch_signatures": "Signature operations of the batch signer (one per batch)",
         "signature_checks": "Public-key verifications (a batch root counts once)",
+        "unauthenticated_calls": "Calls refused before their caller was known (bad or "
+                                 "missing signature); not written to the audit log",
     }
 
     def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:

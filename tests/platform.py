@@ -1,8 +1,9 @@
 """A real regional platform speaking tongban.v1.PartnerPlatform over gRPC, for tests.
 
-It verifies the gateway's signatures, dedups by case_id and update_id as the contract
-asks, signs its answers, and counts every call it gets (duplicates included), so tests
-can tell "delivered once" from "delivered and deduplicated".
+It verifies the gateway's signatures and the author's own statement that travels with
+each case and update (docs/signing.md §8), dedups by case_id and update_id as the
+contract asks, signs its answers, and counts every call it gets (duplicates included),
+so tests can tell "delivered once" from "delivered and deduplicated".
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 import grpc
 
 from gateway.batchsign import BatchSigner
+from gateway.config import load_config
+from gateway.errors import GatewayError
+from gateway.evidence import SUBMISSIONS, UPDATES, Statements
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.signing import HEADER, PublicKey, Verifier, load_private_key
-from tests.federation import ROOT, federation_text
+from tests.federation import PARTNERS_TOML, ROOT, federation_text
 
 PLATFORM_ID = "310115"
 GATEWAY_ID = "310000-gw"
@@ -55,6 +59,20 @@ class Platform:
         self.updates: dict[str, pb.CaseUpdate] = {}
         self.calls: Counter[str] = Counter()  # case_id or update_id -> calls received
         self.arrived = asyncio.Event()
+        partners = load_config(PARTNERS_TOML).partners.values()
+        self.statements = Statements({p.id: p.keys for p in partners}, PLATFORM_ID)
+        self.refused_statements: list[str] = []  # why, for each call refused for its statement
+
+    async def _check(self, context: Any, statement: pb.Statement, methods: frozenset[str],
+                     author: str) -> None:
+        """A platform checks who said what before acting on it (docs/platforms.md)."""
+        try:
+            claims = self.statements.check(statement, methods=methods, field="statement")
+            if claims.iss != author:
+                raise GatewayError(f"signed by {claims.iss}, not {author}")
+        except GatewayError as exc:
+            self.refused_statements.append(exc.message)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
 
     async def _answer(self, method: str, body: bytes, context: Any, out: bytes) -> bytes:
         token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
@@ -71,6 +89,7 @@ class Platform:
         if self.refuse is not None:
             await context.abort(self.refuse, "this platform refuses the gateway for now")
         case = pp.ReceiveCaseRequest.FromString(body).case
+        await self._check(context, case.origin_statement, SUBMISSIONS, case.origin_partner)
         self.calls[case.case_id] += 1
         duplicate = case.case_id in self.cases
         self.cases.setdefault(case.case_id, case)
@@ -85,6 +104,7 @@ class Platform:
         if self.refuse is not None:
             await context.abort(self.refuse, "this platform refuses the gateway for now")
         update = pp.ReceiveUpdateRequest.FromString(body).update
+        await self._check(context, update.statement, UPDATES, update.actor)
         self.calls[update.update_id] += 1
         self.updates.setdefault(update.update_id, update)
         out = pp.ReceiveUpdateResponse().SerializeToString()
