@@ -103,10 +103,12 @@ def _change_state(case: pb.Case, update: pb.CaseUpdate, side: Side, fx: Effects,
                 case.deadline.CopyFrom(timestamp(seconds(case.deadline) + paused))
                 fx.shift_s += paused
         case.state = int(step)  # type: ignore[assignment]
-        case.timeline.add(state=int(step), at=update.at,  # type: ignore[arg-type]
-                          actor=update.actor, note=update.note,
-                          missing_materials=update.missing_materials,
-                          update_id=update.update_id)
+        change = case.timeline.add(state=int(step), at=update.at,  # type: ignore[arg-type]
+                                   actor=update.actor, note=update.note,
+                                   missing_materials=update.missing_materials,
+                                   update_id=update.update_id)
+        if update.HasField("claimed_at"):  # what the author said, never used for deadlines
+            change.claimed_at.CopyFrom(update.claimed_at)
         fx.events.append(event(case, K.EVENT_KIND_STATE_CHANGED, update.at,
                                actor=update.actor, note=update.note))
         if step is State.COMPLETED or step in ENDED:

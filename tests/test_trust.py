@@ -1,0 +1,267 @@
+"""A linked peer gateway turned hostile cannot speak for any platform (issue #12, DESIGN §4a).
+
+The rogue here holds 江苏 320000-gw's real key, linked to both 南京 320100-gw and 上海
+310000-gw, and calls them over real sockets exactly as a compromised gateway would. It
+tries to plant a case "from" a platform of another gateway, reserve that platform's case
+numbers, alter a case it carries, complete a case "as" the target and rate it "as" the
+origin. Every attempt is refused with nothing stored; honest cases are untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.cases import State
+from gateway.client import CallError
+from gateway.lifecycle import seconds, timestamp
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.store.sqlite import read_evidence
+from tests.federation import Federation, federation, until
+from tests.test_bad_input import CITIZEN, raw_call, token
+
+FORWARD = "/tongban.v1.Gateway/ForwardCase"
+UPDATE = "/tongban.v1.Gateway/UpdateCase"
+ROGUE = "320000-gw"
+
+
+def rogue_token(body: bytes, *, aud: str, method: str) -> str:
+    return token(body, party=ROGUE, aud=aud, method=method)
+
+
+async def refused(fed: Federation, body: bytes, *, method: str, gateway: str,
+                  code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
+                  field: str = "") -> None:
+    counts = {g: await app.store.count_cases() for g, app in fed.apps.items()}
+    err = await raw_call(fed, body, rogue_token(body, aud=gateway, method=method),
+                         method=method, gateway=gateway)
+    assert err.code() is code, err.details()
+    assert field in (err.details() or ""), err.details()
+    assert counts == {g: await app.store.count_cases() for g, app in fed.apps.items()}
+
+
+async def submitted(fed: Federation, number: str, target: str = "310115",
+                    item: str = "shebao-zy") -> pb.Case:
+    case = (await fed.client("320105").submit(case_number=number, target_division=target,
+                                              item_code=item, applicant=CITIZEN)).case
+    await fed.platform(target).wait_for(case.case_id)
+    return case
+
+
+async def at_gateway(fed: Federation, gateway: str, case_id: str) -> pb.Case:
+    record = await fed.apps[gateway].store.get_case(case_id)
+    assert record is not None
+    return record.case
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_plant_a_case_from_another_gateways_platform(
+        manual_fed: Federation) -> None:
+    fed = manual_fed
+    case = pb.Case(case_id="01JB0000000000000000000000", case_number="PLANT-1",
+                   origin_partner="320105", origin_gateway="320100-gw",
+                   target_division="310115", requested_division="310115",
+                   item_code="shebao-zy", applicant=CITIZEN, state=pb.CASE_STATE_SUBMITTED)
+    forward = gw.ForwardCaseRequest(case=case, hops=2, path=["320100-gw", ROGUE])
+    # no statement at all
+    await refused(fed, forward.SerializeToString(), method=FORWARD, gateway="310000-gw",
+                  field="case.origin_statement")
+    # a statement the rogue signed itself, "as" 320105
+    fake = gw.SubmitCaseRequest(case_number="PLANT-1", target_division="310115",
+                                item_code="shebao-zy", applicant=CITIZEN).SerializeToString()
+    forward.case.origin_statement.CopyFrom(pb.Statement(
+        request=fake, token=rogue_token(fake, aud="320100-gw",
+                                        method="/tongban.v1.Gateway/SubmitCase")))
+    await refused(fed, forward.SerializeToString(), method=FORWARD, gateway="310000-gw",
+                  field="case.origin_statement")
+    assert await fed.apps["310000-gw"].store.count_cases() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_alter_a_case_it_carries(manual_fed: Federation) -> None:
+    fed = manual_fed
+    real = await submitted(fed, "ALTER-1")
+    carried = await at_gateway(fed, "310000-gw", real.case_id)
+    for n, (_, change) in enumerate((
+            ("applicant", lambda c: setattr(c.applicant, "name", "李四")),
+            ("form", lambda c: c.form.update({"amount": "999999"})),
+            ("item_code", lambda c: setattr(c, "item_code", "gjj-tq")),
+            ("case_number", lambda c: setattr(c, "case_number", "ALTER-2")),
+            ("target_division", lambda c: setattr(c, "requested_division", "310101")),
+            ("origin_partner", lambda c: setattr(c, "origin_partner", "320100")),
+            ("state", lambda c: setattr(c, "state", pb.CASE_STATE_COMPLETED)))):
+        case = pb.Case()
+        case.CopyFrom(carried)
+        change(case)  # type: ignore[no-untyped-call]
+        case.case_id = f"01JB000000000000000000000{n}"
+        body = gw.ForwardCaseRequest(case=case, hops=2,
+                                     path=["320100-gw", ROGUE]).SerializeToString()
+        await refused(fed, body, method=FORWARD, gateway="310000-gw", field="case.")
+    # the real case arrived once, as its origin said it
+    assert (await at_gateway(fed, "310000-gw", real.case_id)).applicant.name == "张三"
+    assert await fed.apps["310000-gw"].store.count_cases() == 1
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_reserve_a_platforms_case_numbers(manual_fed: Federation) -> None:
+    fed = manual_fed
+    fake = gw.SubmitCaseRequest(case_number="JY-2026-77", target_division="320100",
+                                item_code="jdc-wf", applicant=CITIZEN).SerializeToString()
+    # a case for 南京 320100, a platform of the very gateway it is brought to
+    case = pb.Case(case_id="01JB0000000000000000000077", case_number="JY-2026-77",
+                   origin_partner="320105", origin_gateway="320100-gw",
+                   target_division="320100", requested_division="320100",
+                   item_code="jdc-wf", applicant=CITIZEN, state=pb.CASE_STATE_SUBMITTED,
+                   origin_statement=pb.Statement(request=fake, token=token(fake)))
+    # even with 320105's real signature, its cases are submitted at 320100-gw, never
+    # brought there by a peer
+    body = gw.ForwardCaseRequest(case=case, hops=1, path=[ROGUE]).SerializeToString()
+    await refused(fed, body, method=FORWARD, gateway="320100-gw",
+                  field="case.origin_partner")
+    answer = await fed.client("320105").submit(case_number="JY-2026-77",
+                                               target_division="320681",
+                                               item_code="jdc-wf", applicant=CITIZEN)
+    assert not answer.duplicate
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_complete_as_the_target_or_rate_as_the_origin(
+        manual_fed: Federation) -> None:
+    fed = manual_fed
+    case = await submitted(fed, "SIDE-1")
+    other = await submitted(fed, "SIDE-2")
+    await fed.platform("310115").transition(other.case_id, State.ACCEPTED)
+
+    async def seen_at_origin() -> bool:
+        return (await at_gateway(fed, "320100-gw", other.case_id)).state == State.ACCEPTED
+    await until(seen_at_origin)
+    stored = read_evidence(fed.apps["320100-gw"].config.data_dir / "gateway.sqlite3",
+                           other.case_id)
+    assert stored is not None and stored[1], "the target's statement is kept as evidence"
+    real_statement = pb.Statement.FromString(stored[1][-1][1])
+
+    complete = pb.CaseUpdate(case_id=case.case_id, update_id="rogue-1",
+                             state=pb.CASE_STATE_COMPLETED, actor="310115",
+                             at=timestamp(time.time()))
+    body = gw.UpdateCaseRequest(update=complete).SerializeToString()
+    await refused(fed, body, method=UPDATE, gateway="320100-gw", field="update.statement")
+    # 310115's real statement about another case does not complete this one
+    complete.statement.CopyFrom(real_statement)
+    body = gw.UpdateCaseRequest(update=complete).SerializeToString()
+    await refused(fed, body, method=UPDATE, gateway="320100-gw", field="update.")
+    # a rating "from" 320105, sent to the target's gateway
+    rating = pb.CaseUpdate(case_id=case.case_id, update_id="rogue-2", actor="320105",
+                           at=timestamp(time.time()),
+                           rating=pb.Rating(score=1, channel=pb.RATING_CHANNEL_WEB,
+                                            rater="320105"))
+    body = gw.UpdateCaseRequest(update=rating).SerializeToString()
+    await refused(fed, body, method=UPDATE, gateway="310000-gw", field="update.statement")
+    for gateway in ("320100-gw", ROGUE, "310000-gw"):
+        seen = await at_gateway(fed, gateway, case.case_id)
+        assert seen.state == pb.CASE_STATE_FORWARDED or seen.state == pb.CASE_STATE_SUBMITTED
+        assert not seen.HasField("rating")
+
+
+@pytest.mark.asyncio
+async def test_only_the_owner_of_a_side_acts_for_it(tmp_path: Path) -> None:
+    async with federation(tmp_path) as fed:  # platforms complete cases by themselves
+        case = await submitted(fed, "OWN-1")
+        origin, target = fed.client("320105"), fed.client("310115")
+
+        async def completed() -> bool:
+            return (await origin.get(case.case_id)).state == pb.CASE_STATE_COMPLETED
+        await until(completed)
+        with pytest.raises(CallError) as err:  # the target never rates
+            await target.rate(case.case_id, 1, pb.RATING_CHANNEL_WEB)
+        assert err.value.status is grpc.StatusCode.PERMISSION_DENIED, err.value
+        assert not (await origin.get(case.case_id)).HasField("rating")
+        await origin.rate(case.case_id, 5, pb.RATING_CHANNEL_APP)
+
+        async def rated_at_target() -> bool:
+            return (await target.get(case.case_id)).rating.score == 5
+        await until(rated_at_target)
+        # the rating crossed two peers with its author's statement, checked at each
+        seen = await target.get(case.case_id)
+        assert seen.rating.rater == "320105"
+
+
+@pytest.mark.asyncio
+async def test_a_backdated_supplement_request_does_not_move_the_deadline(
+        manual_fed: Federation) -> None:
+    fed = manual_fed
+    case = (await fed.client("320105").submit(case_number="LATE-1", target_division="320681",
+                                              item_code="jdc-wf", applicant=CITIZEN)).case
+    await fed.platform("320681").wait_for(case.case_id)
+    handler = fed.client("320681")
+    ten_years_ago = timestamp(time.time() - 10 * 365 * 86400)
+    for n, state in enumerate((pb.CASE_STATE_ACCEPTED, pb.CASE_STATE_PROCESSING,
+                               pb.CASE_STATE_SUPPLEMENT_REQUESTED, pb.CASE_STATE_PROCESSING)):
+        update = pb.CaseUpdate(case_id=case.case_id, update_id=f"late-{n}", state=state,
+                               note="补正" if state == pb.CASE_STATE_SUPPLEMENT_REQUESTED else "")
+        if state == pb.CASE_STATE_SUPPLEMENT_REQUESTED:
+            update.at.CopyFrom(ten_years_ago)
+        await handler.update(update)
+
+    async def processing_at_origin() -> bool:
+        seen = await at_gateway(fed, "320100-gw", case.case_id)
+        return len(seen.timeline) >= 6
+    await until(processing_at_origin)
+    for gateway in ("320100-gw", ROGUE):
+        seen = await at_gateway(fed, gateway, case.case_id)
+        assert seconds(seen.deadline) - seconds(case.deadline) < 60, gateway
+        supplement = next(c for c in seen.timeline
+                          if c.state == pb.CASE_STATE_SUPPLEMENT_REQUESTED)
+        assert supplement.claimed_at == ten_years_ago  # kept as claimed
+        assert abs(seconds(supplement.at) - time.time()) < 60  # the receipt time
+
+
+@pytest.mark.asyncio
+async def test_the_same_submission_in_another_map_order_is_the_same_case(
+        fed: Federation) -> None:
+    base = gw.SubmitCaseRequest(case_number="MAP-1", target_division="310115",
+                                item_code="shebao-zy", applicant=CITIZEN).SerializeToString()
+
+    def entry(key: str, value: str) -> bytes:
+        inner = (b"\x0a" + bytes([len(key.encode())]) + key.encode()
+                 + b"\x12" + bytes([len(value.encode())]) + value.encode())
+        return b"\x32" + bytes([len(inner)]) + inner  # field 6 (form), length-delimited
+
+    first = base + entry("a", "1") + entry("b", "2")
+    second = base + entry("b", "2") + entry("a", "1")
+    assert first != second
+    answers = []
+    address = fed.apps["320100-gw"].config.me.grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        for body in (first, second):
+            metadata = (("x-tongban-signature", token(body)),)
+            raw = await channel.unary_unary("/tongban.v1.Gateway/SubmitCase")(
+                body, metadata=metadata, timeout=5)
+            answers.append(gw.SubmitCaseResponse.FromString(raw))
+    assert answers[1].duplicate and answers[1].case.case_id == answers[0].case.case_id
+
+
+@pytest.mark.asyncio
+async def test_unknown_fields_are_dropped_and_a_load_of_them_refused(fed: Federation) -> None:
+    applicant = CITIZEN.SerializeToString() + b"\xfa\x3e\x03abc"  # field 999: unknown
+    body = (gw.SubmitCaseRequest(case_number="UNK-1", target_division="310115",
+                                 item_code="shebao-zy").SerializeToString()
+            + b"\x2a" + bytes([len(applicant)]) + applicant)
+    address = fed.apps["320100-gw"].config.me.grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        raw = await channel.unary_unary("/tongban.v1.Gateway/SubmitCase")(
+            body, metadata=(("x-tongban-signature", token(body)),), timeout=5)
+    case = gw.SubmitCaseResponse.FromString(raw).case
+    assert case.applicant.SerializeToString() == CITIZEN.SerializeToString()
+    stored = await at_gateway(fed, "320100-gw", case.case_id)
+    assert stored.applicant.SerializeToString() == CITIZEN.SerializeToString()
+    # a megabyte of baggage is refused outright
+    junk = b"\xfa\x3e" + b"\x80\x80\x40" + b"x" * (1 << 20)  # field 999, 1 MiB
+    big = gw.SubmitCaseRequest(case_number="UNK-2", target_division="310115",
+                               item_code="shebao-zy", applicant=CITIZEN).SerializeToString()
+    err = await raw_call(fed, big + junk, token(big + junk))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "do not know" in (err.details() or "") or "not know" in (err.details() or "")
