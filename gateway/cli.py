@@ -1,4 +1,4 @@
-"""The `tongban` command: serve, demo, keys generate, token."""
+"""The `tongban` command: serve, demo, keys, token, audit, outbox, evidence."""
 
 from __future__ import annotations
 
@@ -129,6 +129,61 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evidence(args: argparse.Namespace) -> int:
+    """export: one case's evidence as one file; verify: check such a file offline."""
+    from gateway import evidence_file
+
+    if args.evidence_command == "verify":
+        try:
+            document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+            keys = (evidence_file.keys_from_jwks(json.loads(Path(args.jwks).read_text(
+                encoding="utf-8"))) if args.jwks else None)
+        except (OSError, ValueError) as exc:
+            print(f"tongban: cannot read {exc}", file=sys.stderr)
+            return 2
+        verdict = evidence_file.verify(document, keys)
+        print(verdict.summary if verdict.ok else f"BAD: {verdict.summary}")
+        return 0 if verdict.ok else 1
+    import time
+
+    from gateway.config import load_config
+    from gateway.store.sqlite import read_evidence
+
+    config = load_config(args.config, self_id=args.self_id)
+    path = Path(args.db) if args.db else config.data_dir / "gateway.sqlite3"
+    if not path.exists():
+        print(f"tongban: no store at {path}", file=sys.stderr)
+        return 2
+    found = read_evidence(path, args.case_id)
+    if found is None:
+        print(f"tongban: no case {args.case_id[:40]!r} in {path}", file=sys.stderr)
+        return 1
+    record, statements, audit = found
+    document = evidence_file.export(
+        gateway=config.self_id, exported_at=time.time(), case=record.case,
+        statements=statements, audit=audit,
+        keys=[k for partner in config.partners.values() for k in partner.keys])
+    text = json.dumps(document, ensure_ascii=False, indent=1)
+    if args.out == "-":
+        print(text)
+    else:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"evidence of case {args.case_id}: {len(document['items'])} statements, "
+              f"{len(document['audit'])} audit entries -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    """Every public key of the federation, as one JWKS: an auditor's trust anchor."""
+    from gateway.config import load_config
+
+    config = load_config(args.config)
+    parties = [*config.gateways.values(), *config.partners.values(),
+               *config.supervisors.values()]
+    print(json.dumps({"keys": [k.jwk() for p in parties for k in p.keys]}, indent=1))
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     key = load_private_key(Path(args.key).read_bytes(), kid=f"{args.iss}#{args.key_id}")
     body = Path(args.body).read_bytes() if args.body != "-" else sys.stdin.buffer.read()
@@ -161,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = sub.add_parser("keys", help="key management")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    jwks = keys_sub.add_parser("jwks", help="print every public key of the federation "
+                               "(partners.toml) as one JWKS")
+    jwks.add_argument("--config", default="partners.toml")
     gen = keys_sub.add_parser("generate", help="write a private key, print its public JWK")
     gen.add_argument("--id", required=True, help="partner or gateway id")
     gen.add_argument("--key-id", default="k1")
@@ -188,6 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--as", dest="self_id")
         p.add_argument("--db", help="a store file (default: the gateway's data_dir)")
 
+    proof = sub.add_parser("evidence", help="a case's signed statements, as one file")
+    proof_sub = proof.add_subparsers(dest="evidence_command", required=True)
+    export = proof_sub.add_parser("export", help="write the evidence file of a case")
+    export.add_argument("case_id")
+    export.add_argument("--out", default="-", help="file to write (default: stdout)")
+    export.add_argument("--config", default="partners.toml")
+    export.add_argument("--as", dest="self_id")
+    export.add_argument("--db", help="a store file (default: the gateway's data_dir)")
+    check_file = proof_sub.add_parser("verify", help="check an evidence file offline")
+    check_file.add_argument("file")
+    check_file.add_argument("--jwks", help="the trusted keys (`tongban keys jwks`); "
+                            "without it, the file's own keys")
+
     token = sub.add_parser("token", help="mint an x-tongban-signature value for scripting")
     token.add_argument("--key", required=True, help="PEM private key of the caller")
     token.add_argument("--iss", required=True, help="caller id")
@@ -204,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
                                '"msg":"%(message)s"}')
     try:
         if args.command == "keys":
-            return _keys(args)
+            return _jwks(args) if args.keys_command == "jwks" else _keys(args)
+        if args.command == "evidence":
+            return _evidence(args)
         if args.command == "token":
             return _token(args)
         if args.command == "audit":

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import socket
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway import evidence_file
 from gateway.app import GatewayApp
 from gateway.cases import State
 from gateway.client import CallError
@@ -23,6 +26,7 @@ from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import load_private_key
+from gateway.store.sqlite import case_ids, read_evidence
 from gateway.types import Clock
 
 GATEWAYS = ("320100-gw", "320000-gw", "310000-gw")
@@ -137,6 +141,33 @@ async def _bundle_rating_supervision(config: Config, client: PartnerClient) -> N
           + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + "\n")
 
 
+def _verify_evidence(apps: list[GatewayApp]) -> None:
+    """Export every case each gateway holds as an evidence file and check it offline
+    with the federation's public keys alone (what `tongban evidence export/verify` do)."""
+    config = apps[0].config
+    trusted = {p.id: list(p.keys) for p in config.partners.values()}
+    partner_keys = [k for p in config.partners.values() for k in p.keys]
+    copies, bad = 0, []
+    for app in apps:
+        path = app.config.data_dir / "gateway.sqlite3"
+        for case_id in case_ids(path):
+            found = read_evidence(path, case_id)
+            assert found is not None
+            record, statements, audit = found
+            document = evidence_file.export(
+                gateway=app.config.self_id, exported_at=time.time(), case=record.case,
+                statements=statements, audit=audit, keys=partner_keys)
+            verdict = evidence_file.verify(json.loads(json.dumps(document)), trusted)
+            copies += 1
+            if not verdict.ok:
+                bad.append(f"{app.config.self_id} {case_id}: {verdict.summary}")
+    print(f"● evidence: {copies} case copies at {len(apps)} gateways exported and verified "
+          f"offline with the federation's public keys ({len(bad)} bad)")
+    for line in bad:
+        print(f"    BAD {line}")
+    print()
+
+
 async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
     base = load_config(config_path)
     ports = on_free_ports(base)
@@ -178,6 +209,7 @@ async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
             print(f"● resubmitting JY-2026-000101 returns the same case: {again.case.case_id}"
                   f" (duplicate={again.duplicate})\n")
             await _bundle_rating_supervision(config, clients["320105"])
+            _verify_evidence(apps)
             print("Every call above was signed (EdDSA, docs/signing.md), persisted before it was"
                   " acknowledged,\nrouted by division prefix across gateway links, and its"
                   " status flowed back to the origin.")

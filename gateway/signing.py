@@ -118,15 +118,21 @@ class PublicKey:
             return False
         return not (self.not_after is not None and t > self.not_after.timestamp())
 
-    def jwk(self) -> dict[str, str]:
+    def jwk(self) -> dict[str, str | int]:
         """The public JWK (RFC 7517) served at /.well-known/jwks.json."""
-        out = {"kid": self.kid, "alg": self.alg, "use": "sig"}
+        out: dict[str, str | int] = {"kid": self.kid, "alg": self.alg, "use": "sig"}
         if self.alg == "EdDSA":
             out |= {"kty": "OKP", "crv": "Ed25519", "x": b64url(self.raw_public)}
         else:
             numbers = self.key.public_numbers()  # type: ignore[union-attr]
             out |= {"kty": "EC", "crv": "P-256", "x": b64url(numbers.x.to_bytes(32, "big")),
                     "y": b64url(numbers.y.to_bytes(32, "big"))}
+        # the validity window, in seconds since the epoch (members of our own: RFC 7517
+        # §4 lets a JWK carry more; a receiver that ignores them loses only the window)
+        if self.not_before is not None:
+            out["nbf"] = int(self.not_before.timestamp())
+        if self.not_after is not None:
+            out["exp"] = int(self.not_after.timestamp())
         return out
 
 
@@ -196,7 +202,7 @@ def generate_private_key(alg: str = "EdDSA") -> tuple[bytes, dict[str, str]]:
     public = load_private_key(pem, kid="x#x")
     jwk = PublicKey(kid="x#x", alg=public.alg, key=key.public_key(),
                     raw_public=public.raw_public).jwk()
-    return pem, {k: v for k, v in jwk.items() if k not in ("kid", "use")}
+    return pem, {k: str(v) for k, v in jwk.items() if k not in ("kid", "use")}
 
 
 @dataclass(frozen=True, kw_only=True)

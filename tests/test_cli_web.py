@@ -86,6 +86,7 @@ def test_demo_runs_to_the_end() -> None:
     assert "320100-jc, Subscribe) saw:" in out and "state_changed" in out
     assert "PERMISSION_DENIED" in out and "duplicate=True" in out
     assert "闸北区并入静安区" in out
+    assert "exported and verified offline with the federation's public keys (0 bad)" in out
 
 
 def test_json_roundtrip_of_jwks_is_stable() -> None:

@@ -610,6 +610,15 @@ def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:
     return [(row[0], AuditEntry(*row[1:10]), row[10], row[11]) for row in rows]
 
 
+def case_ids(path: Path | str) -> list[str]:
+    """Every case a store file holds, oldest first (offline, read-only)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in conn.execute("SELECT case_id FROM cases ORDER BY rowid")]
+    finally:
+        conn.close()
+
+
 def read_evidence(path: Path | str, case_id: str
                   ) -> tuple[CaseRecord, list[tuple[float, bytes]],
                              list[tuple[int, AuditEntry, str, str]]] | None:

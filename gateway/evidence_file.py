@@ -1,0 +1,220 @@
+"""One file of evidence for one case, and its offline check (issue #12). No I/O.
+
+`tongban evidence export CASE` writes what a gateway holds about a case: the case, every
+author's signed statement applied to it (the origin's submission, each update, the
+cancellation, the rating: request bytes and token), its audit entries and the public
+keys of the authors. `tongban evidence verify FILE [--jwks JWKS]` checks it with nothing
+else: each statement against its author's key, each statement against the case (the
+case says what its origin submitted; every change a platform made has its signed
+statement), the audit entries against their hashes. An auditor who trusts only the
+federation's public keys (`tongban keys jwks`) learns who said what about the case, and
+when each gateway says it received it, without trusting any gateway.
+The format is JSON, documented in docs/signing.md §8.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from gateway import evidence
+from gateway.audit import AuditEntry, chain_hash
+from gateway.errors import GatewayError
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.signing import PublicKey, public_key_from_jwk
+
+FORMAT = "tongban-evidence/1"
+GATEWAY_MADE = ("submit:", "delivered:")  # timeline entries that are not a platform's update
+AUDIT_FIELDS = ("seq", "at", "caller", "method", "case_id", "digest", "kid", "jti",
+                "outcome", "detail", "prev_hash", "hash")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def export(*, gateway: str, exported_at: float, case: pb.Case,
+           statements: Sequence[tuple[float, bytes]],
+           audit: Iterable[tuple[int, AuditEntry, str, str]],
+           keys: Iterable[PublicKey]) -> dict[str, Any]:
+    """The evidence file of a case as a JSON-ready dict.
+
+    statements: (receipt time, serialized Statement) of each update applied here; the
+    origin's statement is the case's own. keys: every key that may be needed (the
+    authors' keys; unused ones are dropped).
+    """
+    items = [{"received_at": case.submitted_at.ToNanoseconds() / 1e9,
+              "request": _b64(case.origin_statement.request),
+              "token": case.origin_statement.token}]
+    for received_at, raw in statements:
+        statement = pb.Statement.FromString(raw)
+        items.append({"received_at": received_at, "request": _b64(statement.request),
+                      "token": statement.token})
+    authors = {case.origin_partner, *(c.actor for c in case.timeline), case.rating.rater}
+    case_only = pb.Case()
+    case_only.CopyFrom(case)
+    case_only.ClearField("origin_statement")  # it is item 0
+    return {
+        "format": FORMAT, "gateway": gateway, "case_id": case.case_id,
+        "exported_at": exported_at, "case": _b64(case_only.SerializeToString()),
+        "items": items,
+        "audit": [dict(zip(AUDIT_FIELDS, (seq, *entry.row(), prev, digest), strict=True))
+                  for seq, entry, prev, digest in audit],
+        "keys": {"keys": [key.jwk() for key in keys if key.owner in authors]},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    summary: str  # what was proven, or the first bad item and why
+
+
+class _Bad(Exception):
+    """The first bad item of a file: where, and what is wrong with it."""
+
+
+def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, list[PublicKey]]:
+    """Keys by owner from a JWKS (RFC 7517) whose kids are `<party>#<key id>`;
+    `nbf`/`exp` members, when present, are the key's validity window."""
+    from datetime import UTC, datetime
+
+    out: dict[str, list[PublicKey]] = {}
+    entries = jwks.get("keys")
+    if not isinstance(entries, list):
+        raise ValueError('a JWKS is an object with a "keys" array')
+    for n, jwk in enumerate(entries):
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if not isinstance(kid, str) or "#" not in kid:
+            raise ValueError(f'keys[{n}]: kid must be "<party>#<key id>"')
+        window = {name: datetime.fromtimestamp(jwk[member], UTC)
+                  for name, member in (("not_before", "nbf"), ("not_after", "exp"))
+                  if isinstance(jwk.get(member), int | float)}
+        key = public_key_from_jwk(jwk, kid=kid, **window)
+        out.setdefault(key.owner, []).append(key)
+    return out
+
+
+def verify(document: Mapping[str, Any],
+           keys: Mapping[str, Sequence[PublicKey]] | None = None) -> Verdict:
+    """Check an evidence file; keys: the trusted keys by owner (None: the file's own
+    keys, which proves the file is consistent, not who made it)."""
+    try:
+        return Verdict(True, _verify(document, keys))
+    except _Bad as bad:
+        return Verdict(False, str(bad))
+
+
+def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]] | None
+            ) -> str:
+    if document.get("format") != FORMAT:
+        raise _Bad(f"not a {FORMAT} file")
+    trusted = "the given JWKS"
+    if keys is None:
+        trusted = "the keys inside the file (give --jwks to prove authorship)"
+        try:
+            keys = keys_from_jwks(document.get("keys") or {})
+        except (ValueError, TypeError) as exc:
+            raise _Bad(f"keys: {exc}") from None
+    case = _case(document)
+    checker = evidence.Statements(keys, document.get("gateway", ""), max_ttl_s=300)
+    items = document.get("items")
+    if not isinstance(items, list) or not items:
+        raise _Bad("items: the case's statements are missing")
+    proven: dict[str, str] = {}  # update_id -> author
+    ratings: list[tuple[str, pb.Rating]] = []  # (author, what it signed)
+    authors = []
+    for n, item in enumerate(items):
+        where = f"item {n}"
+        statement = _statement(item, where)
+        methods = evidence.SUBMISSIONS if n == 0 else evidence.UPDATES
+        try:
+            claims = checker.check(statement, methods=methods, field=where)
+            if n == 0:
+                _same_submission(case, claims.iss, claims.mth, statement.request)
+            else:
+                update = evidence.update_from(claims.mth, statement.request)
+                if update.case_id != case.case_id:
+                    raise _Bad(f"{where} ({claims.mth} by {claims.iss}): it is about case "
+                               f"{update.case_id[:40]!r}, not this one")
+                proven[update.update_id] = claims.iss
+                if update.HasField("rating"):
+                    ratings.append((claims.iss, update.rating))
+        except GatewayError as exc:
+            raise _Bad(f"{where}: {exc.message}") from None
+        authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
+    for change in case.timeline:
+        # the submission is item 0; FORWARDED is a gateway's delivery mark: every other
+        # change was made by a platform and must have its statement
+        made_by_platform = not change.update_id.startswith(GATEWAY_MADE)
+        if made_by_platform and proven.get(change.update_id) != change.actor:
+            raise _Bad(f"case timeline: the change to {pb.CaseState.Name(change.state)} by "
+                       f"{change.actor} ({change.update_id}) has no signed statement")
+    if case.HasField("rating") and not any(
+            author == case.rating.rater == case.origin_partner
+            and (said.score, said.channel, said.comment)
+            == (case.rating.score, case.rating.channel, case.rating.comment)
+            for author, said in ratings):
+        raise _Bad("case rating: no signed statement of the origin gives this rating")
+    checked = _audit(document.get("audit"))
+    return (f"OK: case {case.case_id}: {len(items)} signed statements ("
+            f"{', '.join(authors)}), checked with {trusted}; {checked} audit entries intact")
+
+
+def _case(document: Mapping[str, Any]) -> pb.Case:
+    try:
+        return pb.Case.FromString(base64.b64decode(document["case"], validate=True))
+    except (KeyError, TypeError, ValueError, binascii.Error, DecodeError) as exc:
+        raise _Bad(f"case: not a base64 tongban.v1.Case ({type(exc).__name__})") from None
+
+
+def _statement(item: Any, where: str) -> pb.Statement:
+    try:
+        return pb.Statement(request=base64.b64decode(item["request"], validate=True),
+                            token=str(item["token"]))
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise _Bad(f"{where}: needs base64 request and a token ({type(exc).__name__})"
+                   ) from None
+
+
+def _same_submission(case: pb.Case, author: str, method: str, request: bytes) -> None:
+    """The case says what its origin submitted (the fields its origin chose)."""
+    said = evidence.submission_of(method, request, case.case_number)
+    if author != case.origin_partner:
+        raise _Bad(f"item 0: signed by {author}, but the case's origin is "
+                   f"{case.origin_partner}")
+    pairs = (("case_number", said.case_number, case.case_number),
+             ("requested_division", said.target_division, case.requested_division),
+             ("item_code", said.item_code, case.item_code),
+             ("applicant", said.applicant, case.applicant),
+             ("form", dict(said.form), dict(case.form)),
+             ("materials", list(said.materials), list(case.materials)),
+             ("delivery_preference", said.delivery_preference, case.delivery_preference))
+    for name, signed, held in pairs:
+        if signed != held:
+            raise _Bad(f"item 0: the case's {name} is not what {author} submitted")
+
+
+def _audit(rows: Any) -> int:
+    if not isinstance(rows, list):
+        raise _Bad("audit: missing")
+    previous: tuple[int, str] | None = None
+    for n, row in enumerate(rows):
+        try:
+            seq, prev, digest = int(row["seq"]), str(row["prev_hash"]), str(row["hash"])
+            entry = AuditEntry(*(row[name] for name in AUDIT_FIELDS[1:10]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
+        if chain_hash(seq, entry, prev) != digest:
+            raise _Bad(f"audit[{n}] (seq {seq}): the entry was altered")
+        if previous is not None and seq == previous[0] + 1 and prev != previous[1]:
+            raise _Bad(f"audit[{n}] (seq {seq}): does not follow seq {previous[0]}")
+        if previous is not None and seq <= previous[0]:
+            raise _Bad(f"audit[{n}] (seq {seq}): out of order")
+        previous = (seq, digest)
+    return len(rows)
