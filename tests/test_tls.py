@@ -202,7 +202,7 @@ async def test_the_handshake_refuses_callers_without_a_trusted_certificate(
             finally:
                 await client.close()
             assert err.value.status is grpc.StatusCode.UNAVAILABLE, err.value.message
-        # a gateway whose own certificate another CA signed is refused by the caller
+        # and a caller refuses a gateway whose certificate its own CA did not sign
         faking = partner_client(app, "320000", rogue_ca.channel("client-320000", "localhost"))
         try:
             with pytest.raises(CallError) as err:
