@@ -1,6 +1,8 @@
 """A regional platform that implements tongban.v1.PartnerPlatform over gRPC.
 
-Settings: ``address = "host:port"`` and optionally ``timeout_s``. The stored
+Settings: ``address = "host:port"`` and optionally ``timeout_s``; the partner's ``tls``
+table (its CA and server name) makes the channel TLS, presenting this gateway's
+certificate ([self.tls]) for mutual TLS. The stored
 UpdateCaseRequest bytes are sent as ReceiveUpdateRequest unchanged: both messages carry
 the CaseUpdate as field 1, so the wire bytes are identical.
 """
@@ -28,7 +30,8 @@ class GrpcPartnerAdapter:
         self._channel = SignedChannel(address, audience=party.id, signer=ctx.batch_signer,
                                       batch=party.batch_signatures, verifier=ctx.verifier,
                                       clock=ctx.clock,
-                                      timeout_s=float(party.settings.get("timeout_s", 10.0)))
+                                      timeout_s=float(party.settings.get("timeout_s", 10.0)),
+                                      tls=party.tls)
 
     async def start(self) -> None:
         pass

@@ -17,7 +17,7 @@ class PeerAdapter:
         self.peer = party
         self._channel = SignedChannel(party.grpc, audience=party.id, signer=ctx.batch_signer,
                                       batch=party.batch_signatures, verifier=ctx.verifier,
-                                      clock=ctx.clock)
+                                      clock=ctx.clock, tls=party.tls)
 
     async def start(self) -> None:
         pass

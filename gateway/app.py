@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -24,8 +25,9 @@ from gateway.server import SERVICE, GatewayServicer
 from gateway.signing import PublicKey, Verifier
 from gateway.store.sqlite import SqliteStore
 from gateway.supervision import Monitor
+from gateway.tls import is_loopback, server_credentials, server_ssl_context
 from gateway.types import AdapterContext, Clock, PartnerAdapter, SystemClock
-from gateway.web.app import make_app
+from gateway.web.app import make_admin_app, make_app
 
 log = logging.getLogger("tongban.app")
 
@@ -38,6 +40,41 @@ def adapter_factories() -> dict[str, Any]:
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _reflect(server: grpc.aio.Server) -> None:
+    reflection.enable_server_reflection(
+        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+
+def _bind(server: grpc.aio.Server, address: str, config: Config | None) -> None:
+    """Listen on address: TLS when config's gateway speaks it, else plaintext (the config
+    allows that only on loopback or with allow_plaintext)."""
+    host, port = _split(address)
+    tls = config.listener_tls if config is not None else None
+    try:
+        if tls is not None:
+            bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpc raises on a port in use
+        bound = 0
+    if bound == 0:
+        raise ConfigError(f"cannot listen on {address}: address in use or invalid")
+
+
+async def _site(app: web.Application, address: str, ssl_context: ssl.SSLContext | None,
+                reuse_port: bool) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = _split(address)
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context,
+                          reuse_port=reuse_port or None).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
+    return runner
 
 
 class GatewayApp:
@@ -65,7 +102,9 @@ class GatewayApp:
                                         self.clock)
         self.metrics.watch_totals(self._totals)
         self._grpc: grpc.aio.Server | None = None
+        self._admin_grpc: grpc.aio.Server | None = None
         self._web: web.AppRunner | None = None
+        self._admin_web: web.AppRunner | None = None
         self._ready = False
 
     def _totals(self) -> dict[str, int]:
@@ -90,7 +129,7 @@ class GatewayApp:
                              config_dir=self.config.source.parent,
                              statements=self.engine.statements)
         parties: list[Partner | Gateway] = [*self.config.local_partners()]
-        parties += [self.config.gateways[g] for g in self.config.me.links]
+        parties += self.config.peers()
         for party in parties:
             name = party.adapter if isinstance(party, Partner) else "peer"
             factory = factories.get(name)
@@ -119,23 +158,30 @@ class GatewayApp:
         server.add_generic_rpc_handlers((self.servicer.generic_handler(),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        host, port = _split(self.config.me.grpc)
-        try:
-            bound = server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError:  # grpc raises on a port in use
-            bound = 0
-        if bound == 0:
-            raise ConfigError(f"cannot listen on {self.config.me.grpc}: address in use or invalid")
+        me, admin_grpc, admin_http = self.config.me, self.config.admin_grpc, self.config.admin_http
+        # reflection describes every method to whoever asks: loopback or admin address only
+        if admin_grpc is None and is_loopback(me.grpc):
+            _reflect(server)
+        _bind(server, me.grpc, self.config)
         await server.start()
         self._grpc = server
-        runner = web.AppRunner(make_app(self.config, lambda: self._ready, self._metrics),
-                               access_log=None)
-        await runner.setup()
-        host, port = _split(self.config.me.http)
-        await web.TCPSite(runner, host, port, reuse_port=self.reuse_port or None).start()
-        self._web = runner
+        if admin_grpc is not None:
+            self._admin_grpc = grpc.aio.server(
+                options=[("grpc.so_reuseport", int(self.reuse_port))])
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self._admin_grpc)
+            _reflect(self._admin_grpc)
+            _bind(self._admin_grpc, admin_grpc, None)
+            await self._admin_grpc.start()
+        # /metrics tells anyone the federation's load and partners: admin site, or a
+        # loopback main site when no admin site is configured
+        main_metrics = self._metrics if admin_http is None and is_loopback(me.http) else None
+        tls = self.config.listener_tls
+        ssl_context = server_ssl_context(tls) if tls is not None else None
+        self._web = await _site(make_app(self.config, lambda: self._ready, main_metrics),
+                                me.http, ssl_context, self.reuse_port)
+        if admin_http is not None:
+            self._admin_web = await _site(make_admin_app(self._metrics), admin_http, None,
+                                          self.reuse_port)
         self.engine.outbox.start()
         self.monitor.start()
         await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -156,12 +202,14 @@ class GatewayApp:
         self._ready = False
         await self.monitor.stop()
         await self.engine.outbox.stop()
-        if self._grpc is not None:
-            await self._grpc.stop(grace_s)
-            self._grpc = None
-        if self._web is not None:
-            await self._web.cleanup()
-            self._web = None
+        for server in (self._grpc, self._admin_grpc):
+            if server is not None:
+                await server.stop(grace_s)
+        self._grpc = self._admin_grpc = None
+        for runner in (self._web, self._admin_web):
+            if runner is not None:
+                await runner.cleanup()
+        self._web = self._admin_web = None
         for adapter in self.adapters.values():
             await adapter.close()
         await self.store.close()

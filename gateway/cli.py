@@ -31,9 +31,11 @@ def _loop_runner() -> None:
 async def _serve(args: argparse.Namespace) -> int:
     from gateway.app import GatewayApp
     from gateway.config import load_config
+    from gateway.exposure import check_serving
 
-    app = GatewayApp(load_config(args.config, self_id=args.self_id),
-                     reuse_port=args.reuse_port)
+    config = load_config(args.config, self_id=args.self_id)
+    check_serving(config)  # readable private keys, demo keys off loopback: exit 2
+    app = GatewayApp(config, reuse_port=args.reuse_port)
     await app.start()
     _tune_gc()
     stop = asyncio.Event()

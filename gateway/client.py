@@ -11,6 +11,7 @@ import grpc
 from gateway.batchsign import BatchSigner
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.signing import HEADER, Verifier
+from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock
 
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -32,17 +33,19 @@ class SignedChannel:
     """One channel to one party; every call signed by its signer for audience `audience`."""
 
     def __init__(self, target: str, *, audience: str, signer: BatchSigner, batch: bool,
-                 verifier: Verifier, clock: Clock, timeout_s: float = 10.0) -> None:
+                 verifier: Verifier, clock: Clock, timeout_s: float = 10.0,
+                 tls: ChannelTls | None = None) -> None:
         """Calls are signed by signer as its issuer; with batch, a request shares its
         signature with the others of the loop turn (only for an audience that verifies
-        batch tokens)."""
+        batch tokens). With tls the channel verifies the far side's certificate and
+        presents tls's client certificate, if any."""
         self.target, self.audience = target, audience
         self._signer, self._batch = signer, batch
         self._verifier, self._clock = verifier, clock
         self._timeout = timeout_s
         # the outbox's breaker paces retries; the channel must not add minutes of its own
         # reconnect backoff (gRPC's default grows to 120 s) once the far side is back
-        self._channel = grpc.aio.insecure_channel(target, options=[
+        self._channel = open_channel(target, tls, options=[
             ("grpc.use_local_subchannel_pool", 1),  # a connection of its own per channel
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),

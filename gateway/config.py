@@ -9,6 +9,7 @@ Each error names the file, the line and the key path, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.signing import PublicKey, SigningKey, load_private_key, public_key_from_jwk
+from gateway.tls import ChannelTls, ServerTls, check_key_pair, is_loopback, read_certificates
 from gateway.tomlpath import PathPart, format_path, locate
 from gateway.workdays import WorkCalendar
 
@@ -64,6 +66,9 @@ class Party:
     # it verifies batch tokens (docs/signing.md §7), so what we send it may share one
     # signature with other messages; tongban gateways always do, platforms opt in
     batch_signatures: bool = False
+    # how this process reaches it over TLS (its CA, its name, the client certificate we
+    # present); None: it speaks plaintext
+    tls: ChannelTls | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,10 +143,32 @@ class Config:
     supervision: Supervision = field(default_factory=Supervision)
     supervisors: Mapping[str, Supervisor] = field(default_factory=dict)
     calendar: WorkCalendar = field(default_factory=WorkCalendar)
+    tls: ServerTls | None = None  # [self.tls]: this gateway's certificate and key
+    allow_plaintext: bool = False  # [self] allow_plaintext: non-loopback without TLS
+    admin_http: str | None = None  # where /metrics is served (docs/configuration.md)
+    admin_grpc: str | None = None  # where gRPC reflection is served
+    signing_key_path: Path | None = None  # for `tongban serve`'s permission check
 
     @property
     def me(self) -> Gateway:
         return self.gateways[self.self_id]
+
+    @property
+    def listener_tls(self) -> ServerTls | None:
+        """What this gateway's listeners speak: TLS when its [[gateways]] entry says so
+        (the loader then guarantees [self.tls]); [self.tls] alone is only a client
+        certificate for calling out."""
+        return self.tls if self.me.tls is not None else None
+
+    def linked(self, gateway_id: str) -> bool:
+        """A link counts only when both sides list it (one side's word is not a link)."""
+        other = self.gateways.get(gateway_id)
+        return (other is not None and gateway_id in self.me.links
+                and self.self_id in other.links)
+
+    def peers(self) -> list[Gateway]:
+        """The gateways linked with this one, both sides agreeing."""
+        return [self.gateways[g] for g in self.me.links if self.linked(g)]
 
     def local_partners(self) -> list[Partner]:
         return [p for p in self.partners.values() if p.gateway == self.self_id]
@@ -151,8 +178,8 @@ class Config:
         partner = self.partners.get(party_id)
         if partner is not None:
             return partner if partner.gateway == self.self_id else None
-        if party_id in self.me.links:
-            return self.gateways.get(party_id)
+        if self.linked(party_id):
+            return self.gateways[party_id]
         supervisor = self.supervisors.get(party_id)
         if supervisor is not None and supervisor.gateway == self.self_id:
             return supervisor
@@ -219,6 +246,7 @@ class _Reader:
 class _Loader:
     def __init__(self, text: str, source: Path) -> None:
         self.text, self.source = text, source
+        self.gateway_index: dict[str, int] = {}  # [[gateways]] position, for error paths
 
     def error(self, path: Sequence[PathPart], message: str) -> ConfigError:
         line = locate(self.text, path)
@@ -236,7 +264,11 @@ class _Loader:
         gateways = self._gateways(top)
         if chosen not in gateways:
             raise me.fail("id", f"{chosen!r} is not one of the [[gateways]]")
-        partners = self._partners(top, gateways)
+        server_tls = self._self_tls(me, chosen)
+        gateways = {gid: g if g.tls is None else
+                    dataclasses.replace(g, tls=g.tls.presenting(server_tls))
+                    for gid, g in gateways.items()}
+        partners = self._partners(top, gateways, server_tls)
         items = self._items(top)
         alliances = self._alliances(top, items)
         key_path = me.string("private_key").replace("{id}", chosen)
@@ -251,6 +283,9 @@ class _Loader:
         public = next(k for k in gateways[chosen].keys if k.kid == signing_key.kid)
         if public.raw_public != signing_key.raw_public:
             raise me.fail("private_key", f"{path} does not match public key {signing_key.kid}")
+        allow_plaintext = me.get("allow_plaintext", bool, False)
+        admin_http, admin_grpc = self._admin(me, "admin_http"), self._admin(me, "admin_grpc")
+        self._check_exposure(me, gateways[chosen], server_tls, allow_plaintext)
         lim = top.table("limits")
         limits = Limits(
             max_hops=lim.get("max_hops", int, Limits.max_hops),
@@ -268,8 +303,98 @@ class _Loader:
             self_id=chosen, signing_key=signing_key, gateways=gateways, partners=partners,
             alliances=alliances, items=items, limits=limits, data_dir=data_dir,
             source=self.source, outbox=outbox, supervision=supervision,
-            supervisors=supervisors, calendar=calendar,
+            supervisors=supervisors, calendar=calendar, tls=server_tls,
+            allow_plaintext=allow_plaintext, admin_http=admin_http, admin_grpc=admin_grpc,
+            signing_key_path=path,
         )
+
+    def _file(self, table: _Reader, key: str, chosen: str) -> tuple[Path, bytes]:
+        """A file named by table[key], relative to partners.toml, {id} replaced."""
+        path = (self.source.parent / table.string(key).replace("{id}", chosen)).resolve()
+        try:
+            return path, path.read_bytes()
+        except OSError as exc:
+            raise table.fail(key, f"cannot read {path}: {exc.strerror}") from exc
+
+    def _certificates(self, table: _Reader, key: str, chosen: str) -> tuple[Path, bytes]:
+        path, pem = self._file(table, key, chosen)
+        try:
+            read_certificates(pem)
+        except ValueError as exc:
+            raise table.fail(key, f"{path} holds no PEM certificate: {exc}") from exc
+        return path, pem
+
+    def _self_tls(self, me: _Reader, chosen: str) -> ServerTls | None:
+        """[self.tls]: the certificate and key of this gateway's listeners, which it also
+        presents as its client certificate, and the CAs it trusts for callers."""
+        if "tls" not in me.data:
+            return None
+        table = me.table("tls")
+        unknown = sorted(set(table.data) - {"cert", "key", "client_ca", "require_client_cert"})
+        if unknown:
+            raise table.fail(unknown[0], "is not a setting of [self.tls]")
+        cert_path, cert = self._certificates(table, "cert", chosen)
+        key_path, key = self._file(table, "key", chosen)
+        try:
+            check_key_pair(cert, key)
+        except ValueError as exc:
+            raise table.fail("key", f"{key_path}: {exc}") from exc
+        client_ca = (self._certificates(table, "client_ca", chosen)[1]
+                     if "client_ca" in table.data else None)
+        require = table.get("require_client_cert", bool, client_ca is not None)
+        if require and client_ca is None:
+            raise table.fail("require_client_cert",
+                             "needs client_ca: the CAs whose client certificates are accepted")
+        return ServerTls(cert_path=cert_path, key_path=key_path, cert=cert, key=key,
+                         client_ca=client_ca, require_client_cert=require)
+
+    def _party_tls(self, entry: _Reader, owner_id: str) -> ChannelTls | None:
+        """A party's `tls = { ca = ..., server_name = ... }`: it speaks TLS."""
+        if "tls" not in entry.data:
+            return None
+        table = entry.table("tls")
+        unknown = sorted(set(table.data) - {"ca", "server_name"})
+        if unknown:
+            raise table.fail(unknown[0], "is not a setting of tls (ca, server_name)")
+        _, ca = self._certificates(table, "ca", owner_id)
+        return ChannelTls(ca=ca, server_name=table.string("server_name", None))
+
+    @staticmethod
+    def _admin(me: _Reader, key: str) -> str | None:
+        address: str | None = me.string(key, None)
+        if address is not None:
+            _, colon, port = address.rpartition(":")
+            if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+                raise me.fail(key, f"{address!r} is not host:port")
+        return address
+
+    def _check_exposure(self, me: _Reader, gateway: Gateway, tls: ServerTls | None,
+                        allow_plaintext: bool) -> None:
+        """Plaintext only on loopback, unless [self] allow_plaintext = true says so.
+
+        Case data carries citizens' id numbers, names and phones; on any other address it
+        would cross the network in clear text. The admin listeners never speak TLS.
+        """
+        index = self.gateway_index[gateway.id]
+        if gateway.tls is not None and tls is None:
+            raise me.fail("tls", f"is required: gateways[{index}].tls says {gateway.id} "
+                                 "speaks TLS, so it needs a cert and key")
+        if allow_plaintext:
+            return
+        hint = "set [self.tls] and this gateway's tls, or [self] allow_plaintext = true"
+        if gateway.tls is None:
+            for key in ("grpc", "http"):
+                address = getattr(gateway, key)
+                if not is_loopback(address):
+                    raise self.error(["gateways", index, key],
+                                     f"{address} is not a loopback address and "
+                                     f"{gateway.id} has no TLS; {hint}")
+        for key in ("admin_http", "admin_grpc"):
+            address = me.data.get(key)
+            if isinstance(address, str) and not is_loopback(address):
+                raise me.fail(key, f"{address} is not a loopback address; the admin "
+                                   "listeners speak plaintext (allow_plaintext = true to "
+                                   "accept that)")
 
     @staticmethod
     def _supervision(table: _Reader) -> Supervision:
@@ -348,16 +473,18 @@ class _Loader:
     def _gateways(self, top: _Reader) -> dict[str, Gateway]:
         out: dict[str, Gateway] = {}
         entries = top.tables("gateways")
-        for entry in entries:
+        for index, entry in enumerate(entries):
             gid = entry.string("id", pattern=PARTY_ID)
             if gid in out:
                 raise entry.fail("id", f"duplicate gateway id {gid!r}")
+            self.gateway_index[gid] = index
             out[gid] = Gateway(
                 id=gid, name=entry.string("name"),
                 prefixes=entry.strings("prefixes", PREFIX),
                 keys=self._keys(entry, gid), grpc=entry.string("grpc"),
                 http=entry.string("http"), links=entry.strings("links", PARTY_ID),
                 batch_signatures=entry.get("batch_signatures", bool, True),
+                tls=self._party_tls(entry, gid),
             )
         for entry in entries:
             for i, link in enumerate(out[entry.string("id")].links):
@@ -382,17 +509,22 @@ class _Loader:
             raise entry.fail("prefixes", f"{serves} at least one division prefix")
         return party_id, gateway, prefixes
 
-    def _partners(self, top: _Reader, gateways: Mapping[str, Gateway]) -> dict[str, Partner]:
+    def _partners(self, top: _Reader, gateways: Mapping[str, Gateway],
+                  identity: ServerTls | None) -> dict[str, Partner]:
+        """identity: the client certificate and key this gateway presents to platforms
+        that speak TLS."""
         out: dict[str, Partner] = {}
         for entry in top.tables("partners"):
             pid, gateway, prefixes = self._attached(entry, {**gateways, **out}, gateways,
                                                     "a partner serves")
+            tls = self._party_tls(entry, pid)
             out[pid] = Partner(
                 id=pid, name=entry.string("name"), prefixes=prefixes,
                 keys=self._keys(entry, pid), gateway=gateway,
                 adapter=entry.string("adapter", "embedded"),
                 settings=dict(entry.get("settings", dict, {})),
                 batch_signatures=entry.get("batch_signatures", bool, False),
+                tls=tls if tls is None else tls.presenting(identity),
             )
         return out
 

@@ -17,6 +17,7 @@ from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, PublicKey, SigningKey, Verifier
+from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock, SystemClock
 
 M = TypeVar("M", bound=Message)
@@ -26,9 +27,10 @@ SERVICE = "/tongban.v1.Gateway/"
 class PartnerClient:
     def __init__(self, address: str, *, partner_id: str, gateway_id: str, key: SigningKey,
                  gateway_keys: Sequence[PublicKey], clock: Clock | None = None,
-                 batch_signatures: bool = False) -> None:
+                 batch_signatures: bool = False, tls: ChannelTls | None = None) -> None:
         """batch_signatures: concurrent calls share one signature (docs/signing.md §7);
-        the gateway verifies those from any caller."""
+        the gateway verifies those from any caller. tls: the gateway speaks TLS (its CA,
+        its name, and the platform's client certificate when it requires one)."""
         self.partner_id, self.gateway_id = partner_id, gateway_id
         self._signer = BatchSigner(key, partner_id)
         self._clock = clock or SystemClock()
@@ -36,8 +38,8 @@ class PartnerClient:
                             keys_for=lambda i: gateway_keys if i == gateway_id else ())
         self._channel = SignedChannel(address, audience=gateway_id, signer=self._signer,
                                       batch=batch_signatures, verifier=verifier,
-                                      clock=self._clock)
-        self._stream_channel = grpc.aio.insecure_channel(address)
+                                      clock=self._clock, tls=tls)
+        self._stream_channel = open_channel(address, tls)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -125,3 +125,62 @@ def test_outbox_settings_are_checked() -> None:
 def test_a_supervisor_is_a_party_only_at_its_own_gateway() -> None:
     assert load_config(PARTNERS_TOML, self_id="320100-gw").party("320100-jc") is not None
     assert load_config(PARTNERS_TOML, self_id="320000-gw").party("320100-jc") is None
+
+
+def test_plaintext_off_loopback_is_refused_unless_allowed_in_so_many_words() -> None:
+    text = TEXT.replace('grpc = "127.0.0.1:7101"', 'grpc = "0.0.0.0:7101"')
+    line = line_of(text, 'grpc = "0.0.0.0:7101"')
+    fails(text, f"partners.toml:{line}:", "gateways[0].grpc", "0.0.0.0:7101",
+          "not a loopback address", "allow_plaintext = true")
+    text = TEXT.replace('http = "127.0.0.1:8103"', 'http = "gw.example.org:8103"')
+    fails(text, "gateways[2].http", "gw.example.org:8103", self_id="310000-gw")
+    # another gateway's address is its own business
+    assert load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
+    for host in ("127.0.0.2", "[::1]", "localhost"):
+        assert load_config(PARTNERS_TOML, text=TEXT.replace('"127.0.0.1:7101"',
+                                                            f'"{host}:7101"'))
+    allowed = text.replace('key_id = "k1"', 'key_id = "k1"\nallow_plaintext = true', 1)
+    assert load_config(PARTNERS_TOML, text=allowed, self_id="310000-gw").allow_plaintext
+    fails(text.replace('key_id = "k1"', 'key_id = "k1"\nallow_plaintext = "yes"', 1),
+          "self.allow_plaintext", "expected bool")
+
+
+def test_admin_addresses_are_loopback_and_host_port() -> None:
+    text = TEXT.replace('key_id = "k1"', 'key_id = "k1"\nadmin_http = "0.0.0.0:9101"', 1)
+    line = line_of(text, "admin_http")
+    fails(text, f"partners.toml:{line}:", "self.admin_http", "not a loopback address")
+    fails(TEXT.replace('key_id = "k1"', 'key_id = "k1"\nadmin_grpc = "127.0.0.1"', 1),
+          "self.admin_grpc", "not host:port")
+    config = load_config(PARTNERS_TOML, text=TEXT.replace(
+        'key_id = "k1"', 'key_id = "k1"\nadmin_http = "127.0.0.1:9101"', 1))
+    assert config.admin_http == "127.0.0.1:9101" and config.admin_grpc is None
+
+
+def test_tls_settings_name_their_line() -> None:
+    text = TEXT.replace("\n[limits]\n", '\n[self.tls]\ncert = "tls/{id}.crt"\n'
+                        'key = "tls/{id}.key"\n\n[limits]\n', 1)
+    line = line_of(text, 'cert = "tls/{id}.crt"')
+    fails(text, f"partners.toml:{line}:", "self.tls.cert", "cannot read",
+          "tls/320100-gw.crt")
+    fails(TEXT.replace("\n[limits]\n", '\n[self.tls]\nkey = "x"\n\n[limits]\n', 1),
+          "self.tls.cert", "is required")
+    fails(TEXT.replace("\n[limits]\n", '\n[self.tls]\ncertificate = "x"\n\n[limits]\n', 1),
+          "self.tls.certificate", "not a setting")
+    # the CA that signed a gateway's certificate must be there, and be certificates
+    text = TEXT.replace('http = "127.0.0.1:8103"\n',
+                        'http = "127.0.0.1:8103"\ntls = { ca = "tls/ca.crt" }\n')
+    line = line_of(text, 'tls = { ca = "tls/ca.crt" }')
+    fails(text, f"partners.toml:{line}:", "gateways[2].tls.ca", "cannot read")
+    fails(text.replace("tls/ca.crt", "demo-keys/310000.pem"), f"partners.toml:{line}:",
+          "gateways[2].tls.ca", "no PEM certificate")
+    fails(text.replace('"tls/ca.crt" }', '"tls/ca.crt", sni = "x" }'), "gateways[2].tls.sni",
+          "not a setting")
+
+
+def test_a_link_counts_only_when_both_sides_list_it() -> None:
+    text = TEXT.replace('links = ["320100-gw", "310000-gw"]', 'links = ["320100-gw"]')
+    shanghai = load_config(PARTNERS_TOML, text=text, self_id="310000-gw")
+    assert "320000-gw" in shanghai.me.links
+    assert shanghai.party("320000-gw") is None and shanghai.peers() == []
+    nanjing = load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
+    assert nanjing.party("320000-gw") is not None

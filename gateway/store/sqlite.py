@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -149,6 +150,12 @@ class SqliteStore:
     def _connect(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            # case data is personal data: owner only. SQLite gives the -wal and -shm
+            # files the mode of the database file (os_unix.c, findCreateFileMode)
+            os.close(os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600))
+            for suffix in ("", "-wal", "-shm"):  # files an older version left 0644
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(self._path + suffix, 0o600)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=10000")  # several gateway processes, one file

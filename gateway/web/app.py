@@ -1,5 +1,6 @@
-"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz and
-GET /metrics (Prometheus text format)."""
+"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz on the main
+site; GET /metrics (Prometheus text format) on the admin site (docs/configuration.md,
+Transport security: where /metrics is served)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from aiohttp import web
 
 from gateway.config import Config
 
+Metrics = Callable[[], Awaitable[bytes]]
+
 
 def make_app(config: Config, ready: Callable[[], bool],
-             metrics: Callable[[], Awaitable[bytes]]) -> web.Application:
+             metrics: Metrics | None) -> web.Application:
+    """The main site; metrics None keeps /metrics off it (it is served on the admin site)."""
     jwks = {"keys": [key.jwk() for key in config.me.keys]}
 
     async def keys(_: web.Request) -> web.Response:
@@ -22,12 +26,24 @@ def make_app(config: Config, ready: Callable[[], bool],
         return web.json_response({"status": "ok" if ok else "starting", "gateway": config.self_id},
                                  status=200 if ok else 503)
 
+    app = web.Application()
+    if metrics is not None:
+        add_metrics(app, metrics)
+    app.router.add_get("/.well-known/jwks.json", keys)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def add_metrics(app: web.Application, metrics: Metrics) -> None:
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=await metrics(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    app = web.Application()
     app.router.add_get("/metrics", scrape)
-    app.router.add_get("/.well-known/jwks.json", keys)
-    app.router.add_get("/healthz", health)
+
+
+def make_admin_app(metrics: Metrics) -> web.Application:
+    """The admin site (loopback unless allow_plaintext): what operators scrape."""
+    app = web.Application()
+    add_metrics(app, metrics)
     return app
