@@ -21,6 +21,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
 
 
+_LINE_BREAKERS = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
 def sanitize(text: str, limit: int = 200) -> str:
     """Text another party chose (a peer's error details) as safe to log or re-raise:
     control characters and line breaks escaped, at most limit characters."""
@@ -46,10 +49,10 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = mask_text(self.formatException(record.exc_info))
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        # ensure_ascii=False keeps 中文 readable; json.dumps escapes ", \ and every
-        # control character, and U+2028/2029 are escaped below for line-based readers
-        line = json.dumps(out, ensure_ascii=False, default=str)
-        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        # ensure_ascii=False keeps 中文 readable; json.dumps escapes ", \ and the C0
+        # controls; the other characters a line-based reader may break at (NEL, DEL
+        # and the C1 controls, U+2028/2029) are escaped here
+        line = json.dumps(out, ensure_ascii=False, default=str).translate(_LINE_BREAKERS)
         try:
             line.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: written as its JSON escape

@@ -359,9 +359,9 @@ def _json(data: bytes, what: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
     except RecursionError:
-        raise Unauthenticated(f"{what} nests too deeply") from None
+        raise Unauthenticated(f"malformed {what}: nests too deeply") from None
     except ValueError as exc:
-        raise Unauthenticated(f"{what} is not UTF-8 JSON: {exc}") from None
+        raise Unauthenticated(f"malformed {what}: not UTF-8 JSON ({exc})") from None
 
 
 def _media_type(value: object) -> str | None:
@@ -421,7 +421,7 @@ class Verifier:
         known = self._headers.get(encoded)
         if known is not None:
             return known
-        header = _json(b64url_decode(encoded), "the signature header")
+        header = _json(b64url_decode(encoded), "signature header")
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         if "crit" in header:
@@ -471,7 +471,7 @@ class Verifier:
         known = self._roots.get(jws)
         if known is None:
             head, key = self._open(jws, BATCH_TYP)
-            root_claims = _json(head, f"the batch root of {key.kid}")
+            root_claims = _json(head, f"batch root of {key.kid}")
             try:
                 if not isinstance(root_claims, dict):
                     raise TypeError("not a JSON object")
@@ -509,7 +509,7 @@ class Verifier:
         if len(payload) > self.max_claims_bytes:
             raise Unauthenticated(f"claims of {len(payload)} bytes, more than "
                                   f"{self.max_claims_bytes}")
-        claims = _json(payload, f"the claims for {kid}")
+        claims = _json(payload, f"claims for {kid}")
         if not isinstance(claims, dict):
             raise Unauthenticated("claims must be a JSON object")
         if claims.get("iss") != owner:
