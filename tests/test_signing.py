@@ -336,9 +336,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12)
-claim_values = st.fixed_dictionaries(
-    {}, optional={name: json_values | st.just(value) for name, value in _claims().items()}
-    | {"rti": json_values, "rdg": json_values})
 pieces = st.sampled_from([".", "~", "=", "eyJ", "e30", "A" * 43, "\u2028", "é", "\x00"])
 
 
@@ -353,7 +350,11 @@ def tokens(draw: st.DrawFn) -> str:
         return "".join(draw(st.lists(pieces | st.text(max_size=10), max_size=30)))
     header = draw(st.just(HEADER_OK) | st.dictionaries(
         st.sampled_from(["alg", "kid", "typ", "crit", "x"]), json_values, max_size=4))
-    claims: object = draw(claim_values) if kind == 2 else draw(json_values)
+    claims: object = draw(json_values)
+    if kind == 2:  # valid claims with a few of them replaced: the checks behind the first
+        claims = _claims()
+        for name in draw(st.sets(st.sampled_from([*claims, "rti", "rdg", "x"]), max_size=2)):
+            claims[name] = draw(json_values | st.text(max_size=40) | st.just(None))
     if draw(st.booleans()) and isinstance(claims, dict):
         depth = draw(st.integers(1, 5000))
         claims["x"] = json.loads("[" * min(depth, 900) + "]" * min(depth, 900))
