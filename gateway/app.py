@@ -149,6 +149,9 @@ class GatewayApp:
 
     async def start(self) -> None:
         await self.store.open()
+        now = self.clock.now()  # a restart must not reopen the replay window (signing.md)
+        self.verifier.preload(await self.store.recent_jtis(now - self.verifier.replay_window_s),
+                              now)
         self._build_adapters()
         for adapter in self.adapters.values():
             await adapter.start()

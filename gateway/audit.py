@@ -2,7 +2,8 @@
 
 Each entry holds the SHA-256 of its predecessor, so editing, deleting or reordering any
 entry breaks the chain at that point; `tongban audit verify` names the first bad entry.
-Texts are masked before they are written: id numbers keep their first 6 and last 4.
+Texts are masked before they are written: id numbers keep their first 6 and last 4;
+what a caller chose (a case id, an error text) is escaped and cut short.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
+from gateway.errors import DETAILS_LIMIT, clean
 from gateway.identifiers import mask_text
 
 GENESIS = "0" * 64
+CASE_ID_LIMIT = 64  # characters of case_id kept (the gateway's own ids are 26)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,13 @@ class AuditEntry:
     detail: str = ""
 
     def masked(self) -> AuditEntry:
-        return replace(self, detail=mask_text(self.detail))
+        """As written to the log: the detail masked, and every text a caller chose
+        escaped and cut short (a signed 3 MiB case_id must not make a 3 MB row)."""
+        # masked before the cut (an id cut in two would escape the mask), but only a
+        # prefix: the cut keeps DETAILS_LIMIT of at least 4x as many characters
+        detail = mask_text(self.detail[:4 * DETAILS_LIMIT])
+        return replace(self, detail=clean(detail, DETAILS_LIMIT),
+                       case_id=clean(self.case_id, CASE_ID_LIMIT))
 
     def row(self) -> tuple[float, str, str, str, str, str, str, str, str]:
         """The fields in order (dataclasses.astuple deep-copies each one: 10x slower)."""

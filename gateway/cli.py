@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import gc
 import json
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+from gateway import logs
 from gateway.errors import ConfigError
 from gateway.signing import generate_private_key, load_private_key, sign
 
@@ -272,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("-v", "--verbose", action="store_true")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-                               '"msg":"%(message)s"}')
+    logs.install(args.log_level)  # JSON lines built by json.dumps (gateway/logs.py)
     try:
         if args.command == "keys":
             return _jwks(args) if args.keys_command == "jwks" else _keys(args)

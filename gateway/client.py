@@ -10,6 +10,7 @@ import grpc
 
 from gateway.batchsign import BatchSigner
 from gateway.errors import GatewayError, Unauthenticated
+from gateway.logs import sanitize
 from gateway.signing import HEADER, Verifier
 from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock
@@ -67,7 +68,9 @@ class SignedChannel:
             response: bytes = await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
-            raise CallError(exc.code(), f"{self.audience}: {exc.details()}") from None
+            # the far side's text: escaped and cut (it reaches logs and audit details)
+            raise CallError(exc.code(), f"{self.audience}: {sanitize(exc.details() or '')}"
+                            ) from None
         answer = next((str(v) for k, v in (trailing or ()) if k == HEADER), None)
         try:
             self._verifier.verify_response(answer, peer=self.audience, method=method,

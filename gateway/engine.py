@@ -36,7 +36,14 @@ from gateway.routing import Route, RouteTable, Scope, admit
 from gateway.signing import Claims
 from gateway.store import BundleRecord, CaseRecord, Effects, NewOutbox, OutboxEntry, Store
 from gateway.types import Clock, PartnerAdapter
-from gateway.validation import MODE_NAMES, check_delivery, check_rating, check_submit, check_update
+from gateway.validation import (
+    MODE_NAMES,
+    check_delivery,
+    check_rating,
+    check_submit,
+    check_timestamps,
+    check_update,
+)
 
 log = logging.getLogger("tongban.engine")
 SCOPES = {Scope.INTRA_PROVINCE: pb.SCOPE_INTRA_PROVINCE,
@@ -212,6 +219,7 @@ class Engine:
         if not CASE_ID.fullmatch(case.case_id):
             raise InvalidArgument("a forwarded case carries the ULID its origin gateway gave "
                                   "it", field="case.case_id")
+        check_timestamps(case, "case")
         expected, route = self._rebuild(case)
         if route.next_hop == peer.id:
             raise FailedPrecondition(f"{peer.id} sent back a case this gateway routes to it",
@@ -292,7 +300,7 @@ class Engine:
                 raise InvalidArgument("at most 1024 characters", field="comment")
             self._rating_policy(update.rating, caller, now)
         else:
-            check_update(update)
+            check_update(update, now)
         update.actor = caller
         update.at.CopyFrom(timestamp(now))
         update.statement.CopyFrom(statement)
@@ -302,6 +310,7 @@ class Engine:
         """An update a linked gateway passes on: it must carry its author's statement and
         say what that says; the author must own the side of the case it acts for."""
         self._peer(caller)
+        check_timestamps(update, "update")
         claims = self.statements.check(update.statement, methods=evidence.UPDATES,
                                        field="update.statement")
         said = evidence.update_from(claims.mth, update.statement.request)
@@ -325,7 +334,7 @@ class Engine:
                                        field="update.rating.rater")
             self._rating_policy(update.rating, claims.iss, at)
         else:
-            check_update(update)
+            check_update(update, self.clock.now())
         return await self._apply(caller, update, field="update.case_id")
 
     def _rating_policy(self, rating: pb.Rating, rater: str, at: float) -> None:

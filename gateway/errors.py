@@ -8,6 +8,35 @@ from __future__ import annotations
 
 import grpc
 
+DETAILS_LIMIT = 300  # characters of a status message (and of an audit entry's detail)
+FIELD_LIMIT = 120  # characters of a field path
+
+
+def clean(text: str, limit: int) -> str:
+    """text with every non-printable character escaped (newlines, controls, lone
+    surrogates, U+2028...), cut to at most limit characters: what a caller sent can
+    neither forge a line of a log nor make a status or an audit row large."""
+    if len(text) > 4 * limit:
+        text = text[:4 * limit]  # an escape is at most 10 characters: enough is kept
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else _escape(c) for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _escape(char: str) -> str:
+    return repr(char)[1:-1]  # \n, \x00, \u2028, \ud800: never a raw line break
+
+
+def quote(value: object, limit: int = 64) -> str:
+    """A caller's value for a message: quoted, escaped and at most limit characters of
+    it, plus how long it was when cut (`'JY-20…' (3145728 characters)`)."""
+    text = value if isinstance(value, str) else str(value)
+    shown = clean(text, limit)
+    if len(text) <= limit and shown == text:
+        return repr(text)
+    tail = f" ({len(text)} characters)" if len(text) > limit else ""
+    return f"'{shown}'{tail}"
+
 
 class GatewayError(Exception):
     """Base of every error the gateway reports to a caller."""
@@ -16,13 +45,18 @@ class GatewayError(Exception):
     reason: str = "INTERNAL"
 
     def __init__(self, message: str, *, field: str = "") -> None:
+        # capped and escaped here, once, so every use (status message, BadRequest
+        # detail, audit entry, log line) is short and one line whatever the caller sent
+        message, field = clean(message, DETAILS_LIMIT), clean(field, FIELD_LIMIT)
         super().__init__(message)
         self.message = message
         self.field = field
 
     def details(self) -> str:
-        """The status message: the field path first where there is one."""
-        return f"{self.field}: {self.message}" if self.field else self.message
+        """The status message: the field path first where there is one (at most
+        DETAILS_LIMIT characters)."""
+        return clean(f"{self.field}: {self.message}", DETAILS_LIMIT) if self.field \
+            else self.message
 
 
 class Unauthenticated(GatewayError):
@@ -60,12 +94,13 @@ class AlreadyExists(GatewayError):
     reason = "CONFLICT"
 
 
+class ResourceExhausted(GatewayError):
+    """A per-party quota is used up; retrying later may succeed."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXHAUSTED"
+
+
 class ConfigError(Exception):
     """partners.toml is unusable; the message is one line naming file, line and key path."""
 
-
-def quote(value: str, limit: int = 64) -> str:
-    """A caller's value for an error text: at most `limit` characters, escaped, so a
-    huge or hostile value never reaches a status message, a log line or the audit log."""
-    shown = repr(value[:limit])
-    return shown + "…" if len(value) > limit else shown

@@ -19,6 +19,7 @@ from gateway.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import Claims, PublicKey, Verifier, verify_statement
+from gateway.validation import check_timestamps
 
 SERVICE = "/tongban.v1.Gateway/"
 SUBMIT = SERVICE + "SubmitCase"
@@ -80,6 +81,7 @@ def update_from(method: str, request: bytes) -> pb.CaseUpdate:
         message = _parse(gw.UpdateCaseRequest, request, "update")
         assert isinstance(message, gw.UpdateCaseRequest)
         update = message.update
+        check_timestamps(update, "update")  # as the author sent them, before `at` moves
         if update.HasField("rating"):
             raise InvalidArgument("ratings go through RateCase", field="update.rating")
         if update.HasField("at"):  # a time the author claims: kept as claimed

@@ -81,11 +81,26 @@ def mask_phone(number: str) -> str:
     return number[:3] + "*" * (len(number) - 7) + number[-4:]
 
 
-_ID_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])([0-9]{17}[0-9Xx]|[0-9A-Z]{18})(?![0-9A-Za-z])")
-_PHONE_IN_TEXT = re.compile(r"(?<![0-9])(1[3-9][0-9]{9})(?![0-9])")
+# In free text people write numbers as they read them: grouped with spaces or hyphens
+# (an id as 6-8-4 or 6-4-4-4, a mobile as 3-4-4), a mobile after +86/0086, and in
+# full-width digits from a Chinese input method. D is a digit of either width; S an
+# optional single separator at a group boundary.
+_D = "[0-9\uff10-\uff19]"
+_S = "[ \\-\u3000]?"
+_ID_IN_TEXT = re.compile(
+    rf"(?<![0-9A-Za-z\uff10-\uff19])({_D}{{6}}{_S}{_D}{{4}}{_S}{_D}{{4}}{_S}{_D}{{3}}"
+    rf"[0-9Xx\uff10-\uff19\uff38\uff58]|[0-9A-Z]{{18}})(?![0-9A-Za-z\uff10-\uff19])")
+_PHONE_IN_TEXT = re.compile(
+    rf"(?<![0-9\uff10-\uff19])((?:(?:\+|\uff0b|00){_S})?86{_S})?"
+    rf"([1\uff11][3-9\uff13-\uff19]{_D}{_S}{_D}{{4}}{_S}{_D}{{4}})(?![0-9\uff10-\uff19])")
+_NARROW = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789Xx", " -\u3000")
 
 
 def mask_text(text: str) -> str:
-    """Mask every id number, credit code and mobile number in free text (logs, audit)."""
-    text = _ID_IN_TEXT.sub(lambda m: mask_id(m.group(1)), text)
-    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(1)), text)
+    """Mask every id number, credit code and mobile number in free text (logs, audit),
+    however grouped or wide its digits; a masked number is written compact, narrow."""
+    if not any(c.isdigit() for c in text):  # the common case: nothing to mask
+        return text
+    text = _ID_IN_TEXT.sub(lambda m: mask_id(m.group(1).translate(_NARROW)), text)
+    return _PHONE_IN_TEXT.sub(
+        lambda m: (m.group(1) or "") + mask_phone(m.group(2).translate(_NARROW)), text)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -11,7 +13,16 @@ from grpc_status import rpc_status
 
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, SigningKey, generate_private_key, load_private_key, sign
+from gateway.signing import (
+    HEADER,
+    SigningKey,
+    b64url,
+    body_digest,
+    generate_private_key,
+    load_private_key,
+    sign,
+)
+from gateway.store.sqlite import read_audit
 from tests.federation import ROOT, Federation
 
 SUBMIT = "/tongban.v1.Gateway/SubmitCase"
@@ -193,3 +204,135 @@ async def test_a_peer_cannot_read_a_case_by_forwarding_its_id(fed: Federation) -
     # refused before any look-up: a forwarded case needs its origin's signed statement
     assert err.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "LEAK-1" not in (err.details() or "") and "张三" not in (err.details() or "")
+
+
+# -- issue #12 §3: the edge refuses cleanly and cheaply ----------------------------------
+UPDATE = "/tongban.v1.Gateway/UpdateCase"
+LIST_ITEMS = "/tongban.v1.Gateway/ListItems"
+
+
+async def call_ok(fed: Federation, body: bytes, signed: str, *, method: str = SUBMIT,
+                  gateway: str = "320100-gw") -> tuple[bytes, str]:
+    """The answer's bytes and its response signature."""
+    async with grpc.aio.insecure_channel(fed.apps[gateway].config.me.grpc) as channel:
+        call = channel.unary_unary(method)(body, metadata=((HEADER, signed),), timeout=5)
+        answer: bytes = await call
+        trailing = await call.trailing_metadata()
+    return answer, next(str(v) for k, v in trailing or () if k == HEADER)
+
+
+@pytest.mark.asyncio
+async def test_a_token_is_a_replay_until_exp_plus_skew(fed: Federation) -> None:
+    """Accepted until exp + skew (60 s), so remembered as long: a token 10 s past its
+    exp was accepted again and again when the cache forgot it at exp."""
+    body = request(case_number="REPLAY-LATE")
+    signed = token(body, now=time.time() - 130, ttl=120)  # exp was 10 s ago
+    await call_ok(fed, body, signed)
+    for _ in range(3):
+        await expect(fed, body, signed, grpc.StatusCode.UNAUTHENTICATED, "replayed jti")
+
+
+@pytest.mark.asyncio
+async def test_a_response_token_is_not_accepted_as_a_request(fed: Federation) -> None:
+    """320100-gw's answer to 320000-gw (aud 320000-gw, mth ListItems, bdg of the answer)
+    sent back to 320000-gw as if 320100-gw asked ListItems with the answer's bytes."""
+    body = gw.ListItemsRequest().SerializeToString()
+    signed, _ = sign(key_of("320000-gw"), iss="320000-gw", aud="320100-gw",
+                     method=LIST_ITEMS, body=body, now=time.time())
+    answer, answer_token = await call_ok(fed, body, signed, method=LIST_ITEMS)
+    err = await raw_call(fed, answer, answer_token, method=LIST_ITEMS, gateway="320000-gw")
+    assert err.code() is grpc.StatusCode.UNAUTHENTICATED, err.details()
+    assert "response signature (rti/rdg) is not a request" in (err.details() or "")
+
+
+def forged(header: object, claims: object, *, party: str = "320105") -> str:
+    """A token over any header and claims bytes, signed with the party's real key."""
+    from tests.test_signing import _forge
+
+    return _forge(key_of(party), header, claims)
+
+
+def submit_claims(body: bytes, **changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {"iss": "320105", "aud": "320100-gw", "iat": now,
+                                 "exp": now + 60, "jti": b64url(os.urandom(16)),
+                                 "mth": SUBMIT, "bdg": body_digest(body)}
+    return claims | changes
+
+
+GOOD_HEADER = {"alg": "EdDSA", "kid": "320105#k1", "typ": "tongban+jwt"}
+
+
+@pytest.mark.asyncio
+async def test_bad_tokens_are_unauthenticated_over_grpc(fed: Federation) -> None:
+    body = request(case_number="BAD-TOKEN")
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+    deep = ("[" * 1500 + "]" * 1500).encode()  # past Python's recursion limit, under 8 KiB
+    cases = [
+        (forged(GOOD_HEADER, submit_claims(body, jti="not base64url!!!!!!!!!!")),
+         "jti is not base64url"),
+        (forged(deep, submit_claims(body)), "nests too deeply"),  # before the signature
+        (forged(GOOD_HEADER, deep), "nests too deeply"),
+        (forged(GOOD_HEADER, b'{"iss":"\xff"}'), "UTF-8"),
+        (forged(b'{"typ":"\xff"}', submit_claims(body)), "UTF-8"),
+        (forged(GOOD_HEADER, submit_claims(body, pad="x" * 4000)), "more than 4096"),
+        (forged(GOOD_HEADER, submit_claims(body, pad="x" * 6000)), "more than 8192"),
+        (forged(GOOD_HEADER, submit_claims(body, rti="A" * 22, rdg="B")), "rti/rdg"),
+    ]
+    for signed, text in cases:
+        err = await expect(fed, body, signed, unauth, text)
+        assert len(err.details() or "") <= 300
+    # and what RFC 7519/7515 allow is accepted: aud as an array, typ with application/
+    ok = forged(GOOD_HEADER | {"typ": "application/tongban+jwt"},
+                submit_claims(body, aud=["320000-gw", "320100-gw"]))
+    answer, _ = await call_ok(fed, body, ok)
+    assert gw.SubmitCaseResponse.FromString(answer).case.case_number == "BAD-TOKEN"
+
+
+@pytest.mark.asyncio
+async def test_a_trailing_newline_is_not_a_case_number(fed: Federation) -> None:
+    body = request(case_number="JY-2026-9\n")
+    err = await expect(fed, body, token(body), grpc.StatusCode.INVALID_ARGUMENT, "case_number")
+    assert details(err)[1] == ["case_number"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("set_time", "path"), [
+    (lambda u: u.at.__setattr__("seconds", 10**12), "update.at"),
+    (lambda u: u.at.__setattr__("nanos", -1), "update.at"),
+    (lambda u: u.rating.rectification_deadline.__setattr__("seconds", -10**12),
+     "update.rating.rectification_deadline"),
+])
+async def test_timestamps_out_of_range_are_invalid_argument(
+        fed: Federation, set_time: Callable[[pb.CaseUpdate], None], path: str) -> None:
+    client = fed.client("320105")
+    case = (await client.submit(case_number="TIME-1", target_division="320681",
+                                item_code="jdc-wf", applicant=CITIZEN)).case
+    update = pb.CaseUpdate(case_id=case.case_id, update_id="t-1", note="later")
+    set_time(update)
+    body = gw.UpdateCaseRequest(update=update).SerializeToString()
+    err = await expect(fed, body, token(body, method=UPDATE), grpc.StatusCode.INVALID_ARGUMENT,
+                       path, method=UPDATE)
+    assert details(err)[1] == [path]
+    stored = await fed.apps["320100-gw"].store.get_case(case.case_id)
+    assert stored is not None and all(e.note != "later" for e in stored.case.timeline)
+
+
+@pytest.mark.asyncio
+async def test_a_huge_case_id_gives_a_short_error_and_a_short_audit_row(fed: Federation
+                                                                        ) -> None:
+    huge = "C" * (3 * 1024 * 1024)
+    body = gw.UpdateCaseRequest(update=pb.CaseUpdate(case_id=huge, update_id="u-1",
+                                                     note="x\n{\"level\":\"CRITICAL\"}")
+                                ).SerializeToString()
+    err = await expect(fed, body, token(body, method=UPDATE), grpc.StatusCode.NOT_FOUND,
+                       "update.case_id", method=UPDATE)
+    assert len(err.details() or "") <= 300
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None and status.ByteSize() < 1000
+    app = fed.apps["320100-gw"]
+    rows = read_audit(app.config.data_dir / "gateway.sqlite3")
+    last = rows[-1][1]
+    assert last.method == UPDATE and last.outcome == "NOT_FOUND"
+    assert len(last.case_id) <= 64 and len(last.detail) <= 300
+    assert sum(len(str(field)) for field in last.row()) < 1000

@@ -12,7 +12,13 @@ from stdnum.cn import ric, uscc
 
 from gateway import ids
 from gateway.errors import InvalidArgument
-from gateway.identifiers import check_credit_code, check_resident_id, mask_id, mask_phone
+from gateway.identifiers import (
+    check_credit_code,
+    check_resident_id,
+    mask_id,
+    mask_phone,
+    mask_text,
+)
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 birth = st.dates(min_value=__import__("datetime").date(1900, 1, 1),
@@ -115,3 +121,71 @@ def mock_urandom(data: bytes) -> Iterator[None]:
         yield
     finally:
         ids.os.urandom = real  # type: ignore[assignment]
+
+
+WIDE = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+SEPARATORS = st.sampled_from(["", " ", "-", "\u3000"])
+# text around a number: no digits, no letters glued to it (an id inside a longer token
+# such as a hash is left alone on purpose), but anything else, CJK included
+surroundings = st.text(st.characters(blacklist_categories=["Nd", "No", "Nl", "Lu", "Ll", "Cs"]),
+                       max_size=20).map(lambda t: f"{t} " if t else t)
+
+
+@st.composite
+def written_ids(draw: st.DrawFn) -> tuple[str, str]:
+    """(an id number, as a person may write it: 6-8-4 or 6-4-4-4 groups, any width)."""
+    number = draw(resident_ids())
+    groups = draw(st.sampled_from([(6, 8, 4), (6, 4, 4, 4), (18,)]))
+    sep, parts, at = draw(SEPARATORS), [], 0
+    for size in groups:
+        parts.append(number[at:at + size])
+        at += size
+    written = sep.join(parts)
+    return number, written.translate(WIDE) if draw(st.booleans()) else written
+
+
+@st.composite
+def written_phones(draw: st.DrawFn) -> tuple[str, str]:
+    number = draw(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
+    sep = draw(SEPARATORS)
+    written = sep.join((number[:3], number[3:7], number[7:]))
+    if draw(st.booleans()):
+        written = written.translate(WIDE)
+    prefix = draw(st.sampled_from(["", "+86 ", "+86", "0086 ", "86-"]))
+    return number, prefix + written
+
+
+def digits_of(text: str) -> str:
+    return "".join(str(int(c)) for c in text if c.isdecimal())
+
+
+@given(written_ids(), surroundings, surroundings)
+def test_ids_are_masked_however_they_are_written(
+        pair: tuple[str, str], before: str, after: str) -> None:
+    number, written = pair
+    masked = mask_text(f"{before}{written}{after}")
+    assert digits_of(masked) == number[:6] + number[14:17] + (
+        number[17] if number[17] != "X" else "")
+    assert mask_id(number) in masked
+
+
+@given(written_phones(), surroundings, surroundings)
+def test_phones_are_masked_however_they_are_written(
+        pair: tuple[str, str], before: str, after: str) -> None:
+    number, written = pair
+    masked = mask_text(f"{before}{written}{after}")
+    prefix = digits_of(written)[:-11]  # 86 or 0086, kept
+    assert digits_of(masked) == prefix + number[:3] + number[7:]  # the middle four are gone
+    assert mask_phone(number) in masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("身份证 110105 19491231 002X。", "身份证 110105********002X。"),
+    ("110105-19491231-002X", "110105********002X"),
+    ("电话 +86 138 0013 8000", "电话 +86 138****8000"),
+    ("138-0013-8000", "138****8000"),
+    ("１３８００１３８０００", "138****8000"),
+    ("orders 2026-01-01 cost 12 345", "orders 2026-01-01 cost 12 345"),
+])
+def test_masking_examples(text: str, masked: str) -> None:
+    assert mask_text(text) == masked

@@ -167,3 +167,8 @@ class Store(Protocol):
     async def append_audit(self, entry: AuditEntry) -> int:
         """Append to the hash-chained audit log (masked); returns the entry's seq."""
         ...
+
+    async def recent_jtis(self, since: float) -> list[tuple[str, str, float]]:
+        """(caller, jti, at) of audit entries with at >= since and a jti, any outcome:
+        what the replay cache must remember again after a restart."""
+        ...

@@ -111,6 +111,7 @@ RECORD_COLUMNS = "upstream, downstream, request_digest, record"
 BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
 PEEK_BUSY_MS = 20  # the longest a point read on the loop waits for a busy file
 LAZY_S = 0.005  # the longest a lazy op (a delivery's mark) waits for a commit to join
+AUDIT_AT_SLACK_S = 600.0  # recent_jtis reads this far past its bound (see there)
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
 
@@ -534,6 +535,27 @@ class SqliteStore:
         """Append one masked entry to the hash chain; returns its seq."""
         masked = entry.masked()
         result: int = await self._run(lambda conn: _insert_audit(conn, masked))
+        return result
+
+    async def recent_jtis(self, since: float) -> list[tuple[str, str, float]]:
+        """(caller, jti, at) of the audit entries written at or after since that carry a
+        jti: the tokens accepted lately, for the replay cache after a restart.
+
+        Read newest first along the primary key and stopped AUDIT_AT_SLACK_S before
+        since (an entry's `at` is taken when its call starts, so seq order and `at`
+        order differ by a call's duration): no index on `at` to keep up on every append.
+        """
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            out = []
+            for caller, jti, at in conn.execute(
+                    "SELECT caller, jti, at FROM audit ORDER BY seq DESC"):
+                if at < since - AUDIT_AT_SLACK_S:
+                    break
+                if jti and at >= since:
+                    out.append((caller, jti, at))
+            return out
+
+        result: list[tuple[str, str, float]] = await self._run(op)
         return result
 
     async def count_cases(self) -> int:
