@@ -62,3 +62,17 @@ class AlreadyExists(GatewayError):
 
 class ConfigError(Exception):
     """partners.toml is unusable; the message is one line naming file, line and key path."""
+
+
+class ResourceExhausted(GatewayError):
+    """A caller is over its rate, concurrency or stream limit (gateway/limits.py); the
+    status carries google.rpc.RetryInfo with retry_after_s as its retry_delay."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after_s: float, reason: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        if reason:
+            self.reason = reason

@@ -20,7 +20,14 @@ from grpc_status import rpc_status
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.engine import Engine
-from gateway.errors import GatewayError, InvalidArgument, Unavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.limits import CallerPolicy, Limiter, address_of
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, Claims, Verifier, body_digest
 from gateway.supervision import subscribe
@@ -48,6 +55,10 @@ def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
     status = status_pb2.Status(code=error.code.value[0], message=error.details())
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain)
     status.details.add().Pack(info)
+    if isinstance(error, ResourceExhausted):  # when the same call would be admitted
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(error.retry_after_s * 1e9))
+        status.details.add().Pack(retry)
     if error.field:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=error.field, description=error.message)
@@ -64,6 +75,12 @@ class GatewayServicer:
         self._batch_to = frozenset(  # callers that verify batch tokens
             p.id for p in (*config.partners.values(), *config.gateways.values(),
                            *config.supervisors.values()) if p.batch_signatures)
+        limits = config.limits
+        self.limits = Limiter(
+            default=CallerPolicy(**vars(limits.callers)),
+            overrides={k: CallerPolicy(**vars(v)) for k, v in limits.caller_overrides.items()},
+            failures_per_second=limits.auth_failures_per_second,
+            failures_burst=limits.auth_failures_burst, clock=clock)
 
     async def _answer(self, claims: Claims, method: str, out: bytes) -> str:
         """The response signature; shared with the other answers of this loop turn when
@@ -102,6 +119,23 @@ class GatewayServicer:
         return self.verifier.verify_request(token, method=method, body=body,
                                             now=self.clock.now())
 
+    def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
+               body: bytes, *, stream: bool = False) -> Claims:
+        """_verify behind the limits (gateway/limits.py): an address that failed
+        authentication too often is refused before any signature check; an authenticated
+        caller over its rate or caps is refused before any work. The caller's slot is
+        given back when the call ends, however it ends."""
+        address = address_of(context.peer() or "")
+        self.limits.check_address(address)
+        try:
+            claims = self._verify(context, method, body)
+        except Unauthenticated:
+            self.limits.failed(address)
+            raise
+        slot = self.limits.admit(claims.iss, stream=stream)
+        context.add_done_callback(lambda _: slot.release())
+        return claims
+
     @staticmethod
     def _parse(cls: type[Message], body: bytes) -> Any:
         try:
@@ -133,7 +167,7 @@ class GatewayServicer:
             claims: Claims | None = None
             request: Any = None
             try:
-                claims = self._verify(context, method, body)
+                claims = self._admit(context, method, body)
                 request = self._parse(cls, body)
                 pending = PendingAudit(self._entry(method, claims, body, "", "OK"))
                 token = PENDING_AUDIT.set(pending)  # written with the call's own change
@@ -204,7 +238,7 @@ class GatewayServicer:
         method = f"/{SERVICE}/Subscribe"
         claims: Claims | None = None
         try:
-            claims = self._verify(context, method, body)
+            claims = self._admit(context, method, body, stream=True)
             req = self._parse(gw.SubscribeRequest, body)
             events = subscribe(self.engine, claims.iss, req)  # refuses before streaming
             await self._audit(method, claims, body, "", "OK", f"after={req.after}")
@@ -221,7 +255,7 @@ class GatewayServicer:
         claims: Claims | None = None
         case_id = ""
         try:
-            claims = self._verify(context, method, body)
+            claims = self._admit(context, method, body, stream=True)
             req = self._parse(gw.WatchCaseRequest, body)
             case_id = req.case_id
             async with contextlib.aclosing(self.engine.watch(claims.iss, case_id)) as cases:
