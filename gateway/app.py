@@ -114,7 +114,8 @@ class GatewayApp:
                 "batch_signatures": self.batch_signer.signatures,
                 "signature_checks": self.verifier.signature_checks,
                 # refused before the caller was known: counted, never audited per call
-                "unauthenticated_calls": self.servicer.unauthenticated}
+                "unauthenticated_calls": self.servicer.unauthenticated,
+                "limited_calls": sum(self.servicer.limits.refused.values())}
 
     def _keys_for(self, party_id: str) -> tuple[PublicKey, ...]:
         party = self.config.party(party_id)

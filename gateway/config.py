@@ -90,11 +90,32 @@ class Gateway(Party):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CallerLimits:
+    """What one caller (partner, peer gateway, supervisor) may use of this gateway
+    (docs/configuration.md, [limits]). The defaults leave the benchmarks' load alone
+    (about 1,000 calls/s from a handful of partners, 64..256 calls in flight, 1,000
+    watchers from one partner) and still bound what one caller can hold."""
+
+    calls_per_second: float = 5000.0  # sustained rate of calls, streams opening included
+    burst: int = 5000  # calls above the rate a caller may make at once
+    max_concurrent_calls: int = 512  # unary calls in flight
+    max_streams: int = 2048  # WatchCase and Subscribe streams open
+
+
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     max_hops: int = 4
     clock_skew_s: int = 60
     max_token_ttl_s: int = 300
     max_message_bytes: int = 4 * 1024 * 1024
+    callers: CallerLimits = field(default_factory=CallerLimits)  # every caller's default
+    caller_overrides: Mapping[str, CallerLimits] = field(default_factory=dict)  # by party id
+    # failed authentications per source address before its calls are refused unverified
+    auth_failures_per_second: float = 20.0  # 0 turns the guard off
+    auth_failures_burst: int = 200
+
+    def for_caller(self, party_id: str) -> CallerLimits:
+        return self.caller_overrides.get(party_id, self.callers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,11 +308,21 @@ class _Loader:
         admin_http, admin_grpc = self._admin(me, "admin_http"), self._admin(me, "admin_grpc")
         self._check_exposure(me, gateways[chosen], server_tls, allow_plaintext)
         lim = top.table("limits")
+        callers = self._caller_limits(lim, CallerLimits(), strict=False)
+        failures = lim.get("auth_failures_per_second", (int, float),
+                           Limits.auth_failures_per_second)
+        if failures < 0:
+            raise lim.fail("auth_failures_per_second", "must be 0 (off) or positive")
+        failures_burst = lim.get("auth_failures_burst", int, Limits.auth_failures_burst)
+        if failures_burst < 1:
+            raise lim.fail("auth_failures_burst", "must be a positive integer")
         limits = Limits(
             max_hops=lim.get("max_hops", int, Limits.max_hops),
             clock_skew_s=lim.get("clock_skew_s", int, Limits.clock_skew_s),
             max_token_ttl_s=lim.get("max_token_ttl_s", int, Limits.max_token_ttl_s),
             max_message_bytes=lim.get("max_message_bytes", int, Limits.max_message_bytes),
+            callers=callers, caller_overrides=self._caller_overrides(top, callers),
+            auth_failures_per_second=float(failures), auth_failures_burst=failures_burst,
         )
         outbox = self._outbox(top.table("outbox"))
         supervision = self._supervision(top.table("supervision"))
@@ -395,6 +426,34 @@ class _Loader:
                 raise me.fail(key, f"{address} is not a loopback address; the admin "
                                    "listeners speak plaintext (allow_plaintext = true to "
                                    "accept that)")
+
+    @staticmethod
+    def _caller_limits(table: _Reader, base: CallerLimits, *, strict: bool) -> CallerLimits:
+        """The caller limits of [limits] (over the built-in defaults) or of one party's
+        `limits = {...}` (over [limits]; strict: unknown keys are refused there)."""
+        values: dict[str, Any] = {}
+        for setting in fields(CallerLimits):
+            name, default = setting.name, getattr(base, setting.name)
+            kind: type | tuple[type, ...] = (int, float) if isinstance(default, float) else int
+            value = table.get(name, kind, default)
+            if value <= 0:
+                raise table.fail(name, "must be positive")
+            values[name] = float(value) if isinstance(default, float) else value
+        unknown = sorted(set(table.data) - set(values))
+        if strict and unknown:
+            raise table.fail(unknown[0], "is not a caller limit (calls_per_second, burst, "
+                             "max_concurrent_calls, max_streams)")
+        return CallerLimits(**values)
+
+    def _caller_overrides(self, top: _Reader, base: CallerLimits) -> dict[str, CallerLimits]:
+        """Per-party `limits = {...}` of [[partners]], [[gateways]] and [[supervisors]]."""
+        out: dict[str, CallerLimits] = {}
+        for kind in ("partners", "gateways", "supervisors"):
+            for entry in top.tables(kind):
+                if "limits" in entry.data:
+                    out[entry.string("id")] = self._caller_limits(entry.table("limits"), base,
+                                                                  strict=True)
+        return out
 
     @staticmethod
     def _supervision(table: _Reader) -> Supervision:

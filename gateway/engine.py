@@ -28,6 +28,7 @@ from gateway.errors import (
 from gateway.identifiers import mask_id
 from gateway.ids import CASE_ID, new_ulid
 from gateway.lifecycle import seconds, timestamp
+from gateway.mailbox import Latest
 from gateway.outbox import OutboxWorker
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -63,7 +64,7 @@ class Engine:
             max_ttl_s=config.limits.max_token_ttl_s)
         self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
         self.ratio = config.supervision.warning_ratio
-        self._watchers: dict[str, set[asyncio.Queue[pb.Case]]] = {}
+        self._watchers: dict[str, set[Latest[pb.Case]]] = {}
         self._tick = asyncio.Event()  # replaced and set whenever events were committed
         self._on_events = on_events or (lambda events: None)
 
@@ -409,25 +410,35 @@ class Engine:
         return record.case
 
     async def watch(self, caller: str, case_id: str) -> AsyncGenerator[pb.Case, None]:
-        """The case now, then after every change, until it can change no more."""
-        queue: asyncio.Queue[pb.Case] = asyncio.Queue()
-        self._watchers.setdefault(case_id, set()).add(queue)
+        """The case now, then as it changes, until it can change no more.
+
+        A watcher holds at most one case, the latest (a one-slot mailbox): one that reads
+        slowly skips intermediate versions but never sees an older state after a newer
+        one, and always sees the final state (docs/lifecycle.md, WatchCase).
+        """
+        box: Latest[pb.Case] = Latest()
+        self._watchers.setdefault(case_id, set()).add(box)
         try:
             case = await self.get(caller, case_id)
             yield case
             while TRANSITIONS[State(case.state)]:
-                case = await queue.get()
+                newer = await box.take()
+                # a change committed before the read above may be notified after it:
+                # the timeline only grows, so a shorter one is older than what was shown
+                if len(newer.timeline) < len(case.timeline) or newer == case:
+                    continue
+                case = newer
                 yield case
         finally:
             watchers = self._watchers.get(case_id)
             if watchers is not None:
-                watchers.discard(queue)
+                watchers.discard(box)
                 if not watchers:
                     del self._watchers[case_id]
 
     def _notify(self, case: pb.Case) -> None:
-        for queue in self._watchers.get(case.case_id, ()):
-            queue.put_nowait(case)
+        for box in self._watchers.get(case.case_id, ()):
+            box.put(case)
 
     # -- events ------------------------------------------------------------------------
     def _committed(self, effects: Effects | None = None) -> None:

@@ -95,12 +95,19 @@ class AlreadyExists(GatewayError):
 
 
 class ResourceExhausted(GatewayError):
-    """A per-party quota is used up; retrying later may succeed."""
+    """A caller is over a quota: its rate, concurrency or stream limit (gateway/limits.py)
+    or its share of the replay cache; the status carries google.rpc.RetryInfo with
+    retry_after_s as its retry_delay."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "QUOTA_EXHAUSTED"
 
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, reason: str = "") -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        if reason:
+            self.reason = reason
+
 
 class ConfigError(Exception):
     """partners.toml is unusable; the message is one line naming file, line and key path."""
-

@@ -24,6 +24,8 @@ class _Totals(Collector):
         "signature_checks": "Public-key verifications (a batch root counts once)",
         "unauthenticated_calls": "Calls refused before their caller was known (bad or "
                                  "missing signature); not written to the audit log",
+        "limited_calls": "Calls and streams refused with RESOURCE_EXHAUSTED by the "
+                         "per-caller limits or the per-address failure budget",
     }
 
     def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:

@@ -23,8 +23,16 @@ from grpc_status import rpc_status
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.engine import Engine
-from gateway.errors import GatewayError, InvalidArgument, Unavailable, quote
+from gateway.errors import (
+    GatewayError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    quote,
+)
 from gateway.ids import CASE_ID
+from gateway.limits import CallerPolicy, Limiter, address_of
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, Claims, Verifier
@@ -82,6 +90,10 @@ def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
     status = status_pb2.Status(code=error.code.value[0], message=error.details())
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=domain)
     status.details.add().Pack(info)
+    if isinstance(error, ResourceExhausted):  # when the same call would be admitted
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(round(error.retry_after_s * 1e9))
+        status.details.add().Pack(retry)
     if error.field:
         bad = error_details_pb2.BadRequest()
         bad.field_violations.add(field=error.field, description=error.message)
@@ -100,6 +112,12 @@ class GatewayServicer:
                            *config.supervisors.values()) if p.batch_signatures)
         self.unauthenticated = 0  # calls refused before the caller was known (/metrics)
         self._unauthenticated_logged = 0.0
+        limits = config.limits
+        self.limits = Limiter(
+            default=CallerPolicy(**vars(limits.callers)),
+            overrides={k: CallerPolicy(**vars(v)) for k, v in limits.caller_overrides.items()},
+            failures_per_second=limits.auth_failures_per_second,
+            failures_burst=limits.auth_failures_burst, clock=clock)
 
     async def _answer(self, claims: Claims, method: str, out: bytes) -> str:
         """The response signature; shared with the other answers of this loop turn when
@@ -140,6 +158,23 @@ class GatewayServicer:
         assert token is not None  # verified
         return Call(claims=claims, body=body, token=token)
 
+    def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
+               body: bytes, *, stream: bool = False) -> Call:
+        """_verify behind the limits (gateway/limits.py): an address that failed
+        authentication too often is refused before any signature check; an authenticated
+        caller over its rate or caps is refused before any work. The caller's slot is
+        given back when the call ends, however it ends."""
+        address = address_of(context.peer() or "")
+        self.limits.check_address(address)
+        try:
+            call = self._verify(context, method, body)
+        except Unauthenticated:
+            self.limits.failed(address)
+            raise
+        slot = self.limits.admit(call.caller, stream=stream)
+        context.add_done_callback(lambda _: slot.release())
+        return call
+
     @staticmethod
     def _parse(cls: type[Message], body: bytes) -> Any:
         """Parse once; what the gateway does not understand is dropped (never stored or
@@ -170,8 +205,9 @@ class GatewayServicer:
         nothing durable: anyone can send those, so they are counted and logged (at most
         one line per interval), never fsync'd per call (issue #12)."""
         error = exc if isinstance(exc, GatewayError) else GatewayError("internal")
-        if claims is None:
-            self._unauthenticated_call(method, error)
+        if claims is None:  # before the caller was known, or over its limits
+            if not isinstance(error, ResourceExhausted):  # those are counted by the limiter
+                self._unauthenticated_call(method, error)
         else:
             with contextlib.suppress(GatewayError):
                 await self._audit(method, claims, case_id, error.code.name, error.details())
@@ -194,7 +230,7 @@ class GatewayServicer:
             claims: Claims | None = None
             request: Any = None
             try:
-                call = self._verify(context, method, body)
+                call = self._admit(context, method, body)
                 claims = call.claims
                 request = self._parse(cls, body)
                 pending = PendingAudit(self._entry(method, claims, "", "OK"))
@@ -270,7 +306,7 @@ class GatewayServicer:
         method = f"/{SERVICE}/Subscribe"
         claims: Claims | None = None
         try:
-            claims = self._verify(context, method, body).claims
+            claims = self._admit(context, method, body, stream=True).claims
             req = self._parse(gw.SubscribeRequest, body)
             events = subscribe(self.engine, claims.iss, req)  # refuses before streaming
             await self._audit(method, claims, "", "OK", f"after={req.after}")
@@ -287,7 +323,7 @@ class GatewayServicer:
         claims: Claims | None = None
         case_id = ""
         try:
-            claims = self._verify(context, method, body).claims
+            claims = self._admit(context, method, body, stream=True).claims
             req = self._parse(gw.WatchCaseRequest, body)
             case_id = _case_id(req)
             async with contextlib.aclosing(self.engine.watch(claims.iss, req.case_id)) as cases:
