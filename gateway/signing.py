@@ -298,7 +298,7 @@ class ReplayCache:
     deployment need a shared store (see docs/signing.md §6).
     """
 
-    def __init__(self, max_entries: int = 1_000_000, per_issuer: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 2_000_000, per_issuer: int = 300_000) -> None:
         self._seen: dict[tuple[str, str], float] = {}
         self._expiry: list[tuple[float, str, str]] = []  # (forget_at, issuer, jti)
         self._count: dict[str, int] = {}
