@@ -7,6 +7,7 @@ as those bytes. GatewayErrors become statuses with google.rpc details here and o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -65,6 +66,11 @@ class Call:
 
 
 Handler = Callable[[Call, Any], Awaitable[Message]]
+
+
+def pending_seq(pending: PendingAudit | None) -> int | None:
+    """The audit seq a served call's change was written with, if it got that far."""
+    return None if pending is None else pending.seq
 
 
 def meaning_digest(message: Message) -> str:
@@ -229,6 +235,7 @@ class GatewayServicer:
         async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             claims: Claims | None = None
             request: Any = None
+            pending: PendingAudit | None = None
             try:
                 call = self._admit(context, method, body)
                 claims = call.claims
@@ -245,6 +252,14 @@ class GatewayServicer:
                     await self._audit(method, claims, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
+            except asyncio.CancelledError:
+                # the caller gave up after its token checked out: its jti still goes into
+                # the audit log, which is what refuses a replay of it after a restart
+                if claims is not None and pending_seq(pending) is None:
+                    with contextlib.suppress(GatewayError):
+                        await asyncio.shield(self._audit(method, claims, _case_id(request),
+                                                         "CANCELLED"))
+                raise
             except Exception as exc:
                 await self._refuse(context, exc, method, claims, _case_id(request))
                 raise  # abort raises; this line is never reached

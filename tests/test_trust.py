@@ -9,6 +9,7 @@ origin. Every attempt is refused with nothing stored; honest cases are untouched
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -265,3 +266,37 @@ async def test_unknown_fields_are_dropped_and_a_load_of_them_refused(fed: Federa
     err = await raw_call(fed, big + junk, token(big + junk))
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
     assert "do not know" in (err.details() or "") or "not know" in (err.details() or "")
+
+
+@pytest.mark.asyncio
+async def test_keyless_floods_write_nothing_durable(fed: Federation,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """2,000 calls with no or a forged signature: refused, counted, logged at most once
+    per interval, and not one row of the fsync'd audit chain (it used to be 16 MB)."""
+    from gateway.store.sqlite import read_audit
+
+    app = fed.apps["320100-gw"]
+    path = app.config.data_dir / "gateway.sqlite3"
+    before = len(read_audit(path))
+    body = gw.SubmitCaseRequest(case_number="FLOOD", target_division="310115",
+                                item_code="shebao-zy", applicant=CITIZEN).SerializeToString()
+    forged = token(body)[:-8] + "AAAAAAAA"
+    codes: dict[grpc.StatusCode, int] = {}
+    async with grpc.aio.insecure_channel(app.config.me.grpc) as channel:
+        call = channel.unary_unary("/tongban.v1.Gateway/SubmitCase")
+        for batch in range(20):
+            metadata = (("x-tongban-signature", forged + "x" * 3000),) if batch % 2 else ()
+            results = await asyncio.gather(*(call(body, metadata=metadata, timeout=10)
+                                             for _ in range(100)), return_exceptions=True)
+            for result in results:
+                assert isinstance(result, grpc.aio.AioRpcError), result
+                codes[result.code()] = codes.get(result.code(), 0) + 1
+    assert set(codes) <= {grpc.StatusCode.UNAUTHENTICATED,
+                          grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert sum(codes.values()) == 2000
+    assert len(read_audit(path)) == before  # nothing durable per refused call
+    assert app.servicer.unauthenticated == codes[grpc.StatusCode.UNAUTHENTICATED]
+    refusal_lines = [r for r in caplog.records if "before authentication" in r.getMessage()]
+    assert len(refusal_lines) <= 2, len(refusal_lines)
+    metrics = (await app._metrics()).decode()
+    assert "tongban_unauthenticated_calls_total" in metrics
