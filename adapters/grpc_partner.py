@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.client import SignedChannel
+from gateway.client import Receipt, SignedChannel
 from gateway.config import Partner, Party
 from gateway.errors import ConfigError
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -39,11 +39,11 @@ class GrpcPartnerAdapter:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def deliver_case(self, payload: bytes) -> None:
-        await self._channel.call(SERVICE + "ReceiveCase", payload)
+    async def deliver_case(self, payload: bytes) -> Receipt:
+        return await self._channel.call_receipt(SERVICE + "ReceiveCase", payload)
 
-    async def deliver_update(self, payload: bytes) -> None:
-        await self._channel.call(SERVICE + "ReceiveUpdate", payload)
+    async def deliver_update(self, payload: bytes) -> Receipt:
+        return await self._channel.call_receipt(SERVICE + "ReceiveUpdate", payload)
 
     async def list_items(self) -> Sequence[pb.Item]:
         raw = await self._channel.call(SERVICE + "ListPlatformItems",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.client import SignedChannel
+from gateway.client import Receipt, SignedChannel
 from gateway.config import Gateway, Party
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -25,11 +25,11 @@ class PeerAdapter:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def deliver_case(self, payload: bytes) -> None:
-        await self._channel.call("/tongban.v1.Gateway/ForwardCase", payload)
+    async def deliver_case(self, payload: bytes) -> Receipt:
+        return await self._channel.call_receipt("/tongban.v1.Gateway/ForwardCase", payload)
 
-    async def deliver_update(self, payload: bytes) -> None:
-        await self._channel.call("/tongban.v1.Gateway/UpdateCase", payload)
+    async def deliver_update(self, payload: bytes) -> Receipt:
+        return await self._channel.call_receipt("/tongban.v1.Gateway/UpdateCase", payload)
 
     async def list_items(self) -> Sequence[pb.Item]:
         raw = await self._channel.call("/tongban.v1.Gateway/ListItems",

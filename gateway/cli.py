@@ -160,11 +160,9 @@ def _evidence(args: argparse.Namespace) -> int:
     if found is None:
         print(f"tongban: no case {args.case_id[:40]!r} in {path}", file=sys.stderr)
         return 1
-    record, statements, audit = found
-    document = evidence_file.export(
-        gateway=config.self_id, exported_at=time.time(), case=record.case,
-        statements=statements, audit=audit,
-        keys=[k for partner in config.partners.values() for k in partner.keys])
+    parties = [*config.partners.values(), *config.gateways.values()]
+    document = evidence_file.export(found, gateway=config.self_id, exported_at=time.time(),
+                                    keys=[k for party in parties for k in party.keys])
     text = json.dumps(document, ensure_ascii=False, indent=1)
     if args.out == "-":
         print(text)

@@ -6,6 +6,8 @@ outbox stored is what is signed and sent.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 
 from gateway.batchsign import BatchSigner
@@ -19,6 +21,15 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                        grpc.StatusCode.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A party's signed answer to a call: the exact response bytes and its response token
+    (rti/rdg bind it to the request). A delivery's receipt is kept as evidence."""
+
+    response: bytes
+    token: str
 
 
 class CallError(GatewayError):
@@ -58,6 +69,10 @@ class SignedChannel:
         await self._channel.close()
 
     async def call(self, method: str, body: bytes) -> bytes:
+        return (await self.call_receipt(method, body)).response
+
+    async def call_receipt(self, method: str, body: bytes) -> Receipt:
+        """The answer and the far side's verified signature over it: its receipt."""
         token, claims = await self._signer.sign(aud=self.audience, method=method, body=body,
                                                 now=self._clock.now(), alone=not self._batch)
         stub = self._methods.get(method)
@@ -80,4 +95,5 @@ class SignedChannel:
             raise CallError(grpc.StatusCode.UNAVAILABLE,
                             f"{self.audience} answered with a bad signature: {exc.message}"
                             ) from None
-        return response
+        assert answer is not None  # verified
+        return Receipt(response=response, token=answer)

@@ -145,18 +145,17 @@ def _verify_evidence(apps: list[GatewayApp]) -> None:
     """Export every case each gateway holds as an evidence file and check it offline
     with the federation's public keys alone (what `tongban evidence export/verify` do)."""
     config = apps[0].config
-    trusted = {p.id: list(p.keys) for p in config.partners.values()}
-    partner_keys = [k for p in config.partners.values() for k in p.keys]
+    parties = [*config.partners.values(), *config.gateways.values()]
+    trusted = {p.id: list(p.keys) for p in parties}
+    signer_keys = [k for p in parties for k in p.keys]
     copies, bad = 0, []
     for app in apps:
         path = app.config.data_dir / "gateway.sqlite3"
         for case_id in case_ids(path):
             found = read_evidence(path, case_id)
             assert found is not None
-            record, statements, audit = found
-            document = evidence_file.export(
-                gateway=app.config.self_id, exported_at=time.time(), case=record.case,
-                statements=statements, audit=audit, keys=partner_keys)
+            document = evidence_file.export(found, gateway=app.config.self_id,
+                                            exported_at=time.time(), keys=signer_keys)
             verdict = evidence_file.verify(json.loads(json.dumps(document)), trusted)
             copies += 1
             if not verdict.ok:

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from gateway import evidence, lifecycle
 from gateway.bundles import aggregate
 from gateway.cases import TRANSITIONS, Side, State
+from gateway.client import Receipt
 from gateway.config import Config, Gateway, Item, Partner, Supervisor
 from gateway.divisions import resolve
 from gateway.errors import (
@@ -35,7 +36,15 @@ from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.routing import Route, RouteTable, Scope, admit
 from gateway.signing import Claims
-from gateway.store import BundleRecord, CaseRecord, Effects, NewOutbox, OutboxEntry, Store
+from gateway.store import (
+    BundleRecord,
+    CaseRecord,
+    Effects,
+    NewOutbox,
+    OutboxEntry,
+    Store,
+    StoredReceipt,
+)
 from gateway.types import Clock, PartnerAdapter
 from gateway.validation import (
     MODE_NAMES,
@@ -482,10 +491,11 @@ class Engine:
         if adapter is None:
             raise NotFound(f"no adapter for {entry.destination}")
         if entry.kind == "update":
-            await adapter.deliver_update(entry.payload)
-            await self.store.finish_outbox(entry.id)
+            answer = await adapter.deliver_update(entry.payload)
+            await self.store.finish_outbox(entry.id, case_id=entry.case_id,
+                                           receipt=self._receipt(entry, answer))
             return
-        await adapter.deliver_case(entry.payload)
+        answer = await adapter.deliver_case(entry.payload)
         written: list[Effects] = []
 
         def forwarded(record: CaseRecord) -> Effects:
@@ -497,6 +507,9 @@ class Engine:
                                        note=f"delivered to {entry.destination}",
                                        at=timestamp(self.clock.now()))
                 fx = lifecycle.apply(record.case, update, Side.GATEWAY, self.ratio)
+            receipt = self._receipt(entry, answer)
+            if receipt is not None:
+                fx.receipts.append(receipt)
             written[:] = [fx]
             return fx
 
@@ -504,6 +517,13 @@ class Engine:
                                                  forwarded, done_outbox=entry.id)
         self._notify(record.case)
         self._committed(*written)
+
+    def _receipt(self, entry: OutboxEntry, answer: Receipt | None) -> StoredReceipt | None:
+        """The receiver's signed answer to a delivery, kept with the case's evidence."""
+        if answer is None:  # an in-process platform: nothing crossed a wire
+            return None
+        return StoredReceipt(party=entry.destination, received_at=self.clock.now(),
+                             response=answer.response, token=answer.token)
 
 
 def _bundle_message(record: BundleRecord, parts: list[CaseRecord]) -> gw.Bundle:

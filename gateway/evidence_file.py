@@ -26,7 +26,8 @@ from gateway import evidence
 from gateway.audit import AuditEntry, chain_hash
 from gateway.errors import GatewayError
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.signing import PublicKey, public_key_from_jwk
+from gateway.signing import PublicKey, Verifier, public_key_from_jwk, verify_receipt
+from gateway.store import CaseEvidence
 
 FORMAT = "tongban-evidence/1"
 GATEWAY_MADE = ("submit:", "delivered:")  # timeline entries that are not a platform's update
@@ -38,16 +39,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def export(*, gateway: str, exported_at: float, case: pb.Case,
-           statements: Sequence[tuple[float, bytes]],
-           audit: Iterable[tuple[int, AuditEntry, str, str]],
+def export(found: CaseEvidence, *, gateway: str, exported_at: float,
            keys: Iterable[PublicKey]) -> dict[str, Any]:
-    """The evidence file of a case as a JSON-ready dict.
+    """The evidence file of a case, from what a store holds of it, as a JSON-ready dict.
 
-    statements: (receipt time, serialized Statement) of each update applied here; the
-    origin's statement is the case's own. keys: every key that may be needed (the
-    authors' keys; unused ones are dropped).
+    keys: every key that may be needed (the federation's; those of parties that signed
+    nothing in the file are dropped).
     """
+    case, statements = found.record.case, found.statements
     items = [{"received_at": case.submitted_at.ToNanoseconds() / 1e9,
               "request": _b64(case.origin_statement.request),
               "token": case.origin_statement.token}]
@@ -55,7 +54,8 @@ def export(*, gateway: str, exported_at: float, case: pb.Case,
         statement = pb.Statement.FromString(raw)
         items.append({"received_at": received_at, "request": _b64(statement.request),
                       "token": statement.token})
-    authors = {case.origin_partner, *(c.actor for c in case.timeline), case.rating.rater}
+    signers = {case.origin_partner, *(c.actor for c in case.timeline), case.rating.rater,
+               *(r.party for r in found.receipts)}
     case_only = pb.Case()
     case_only.CopyFrom(case)
     case_only.ClearField("origin_statement")  # it is item 0
@@ -63,9 +63,12 @@ def export(*, gateway: str, exported_at: float, case: pb.Case,
         "format": FORMAT, "gateway": gateway, "case_id": case.case_id,
         "exported_at": exported_at, "case": _b64(case_only.SerializeToString()),
         "items": items,
+        "receipts": [{"party": r.party, "received_at": r.received_at,
+                      "response": _b64(r.response), "token": r.token}
+                     for r in found.receipts],
         "audit": [dict(zip(AUDIT_FIELDS, (seq, *entry.row(), prev, digest), strict=True))
-                  for seq, entry, prev, digest in audit],
-        "keys": {"keys": [key.jwk() for key in keys if key.owner in authors]},
+                  for seq, entry, prev, digest in found.audit],
+        "keys": {"keys": [key.jwk() for key in keys if key.owner in signers]},
     }
 
 
@@ -161,9 +164,11 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
             == (case.rating.score, case.rating.channel, case.rating.comment)
             for author, said in ratings):
         raise _Bad("case rating: no signed statement of the origin gives this rating")
+    receipts = _receipts(document.get("receipts", []), keys)
     checked = _audit(document.get("audit"))
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
-            f"{', '.join(authors)}), checked with {trusted}; {checked} audit entries intact")
+            f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
+            f"{trusted}; {checked} audit entries intact")
 
 
 def _case(document: Mapping[str, Any]) -> pb.Case:
@@ -198,6 +203,25 @@ def _same_submission(case: pb.Case, author: str, method: str, request: bytes) ->
     for name, signed, held in pairs:
         if signed != held:
             raise _Bad(f"item 0: the case's {name} is not what {author} submitted")
+
+
+def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]]) -> int:
+    """Each receipt is its party's signed answer (a response token) over its bytes."""
+    if not isinstance(rows, list):
+        raise _Bad("receipts: not a list")
+    verifier = Verifier(audience="", keys_for=lambda party: keys.get(party, ()))
+    for n, row in enumerate(rows):
+        try:
+            response = base64.b64decode(row["response"], validate=True)
+            claims = verify_receipt(verifier, str(row["token"]), body=response)
+            party = row["party"]
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise _Bad(f"receipts[{n}]: malformed ({type(exc).__name__})") from None
+        except GatewayError as exc:
+            raise _Bad(f"receipts[{n}]: {exc.message}") from None
+        if claims.iss != party:
+            raise _Bad(f"receipts[{n}]: signed by {claims.iss}, not {str(party)[:40]}")
+    return len(rows)
 
 
 def _audit(rows: Any) -> int:

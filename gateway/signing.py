@@ -600,33 +600,44 @@ def verify_statement(verifier: Verifier, token: str, *, body: bytes) -> Claims:
     which audience, which case) is for the caller to decide from the claims returned.
     A response token (one with `rti`/`rdg`) is never a statement.
     """
+    return _verify_stored(verifier, token, body, response=False)
+
+
+def verify_receipt(verifier: Verifier, token: str, *, body: bytes) -> Claims:
+    """Check a stored receipt: a party's response token over exactly `body`, the answer
+    it gave to one of our deliveries (rti/rdg present), as evidence, without a window."""
+    return _verify_stored(verifier, token, body, response=True)
+
+
+def _verify_stored(verifier: Verifier, token: str, body: bytes, *, response: bool) -> Claims:
+    what = "receipt" if response else "statement"
     if not token or len(token) > MAX_STATEMENT_TOKEN:
-        raise Unauthenticated("a statement needs its author's token (at most "
+        raise Unauthenticated(f"a {what} needs its signer's token (at most "
                               f"{MAX_STATEMENT_TOKEN} characters)")
     payload, key = (verifier._open_batch(token) if "~" in token
                     else verifier._open(token, TYP))
-    claims = _json(payload, "statement claims")
+    claims = _json(payload, f"{what} claims")
     if not isinstance(claims, dict):
-        raise Unauthenticated("statement claims must be a JSON object")
+        raise Unauthenticated(f"{what} claims must be a JSON object")
     if claims.get("iss") != key.owner:
-        raise Unauthenticated(f"statement iss does not own key {key.kid}")
+        raise Unauthenticated(f"{what} iss does not own key {key.kid}")
     iat, exp = claims.get("iat"), claims.get("exp")
     if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= verifier.max_ttl_s:
-        raise Unauthenticated("statement iat/exp are not integers a valid token carries")
+        raise Unauthenticated(f"{what} iat/exp are not integers a valid token carries")
     if not key.valid_at(iat):
-        raise Unauthenticated(f"key {key.kid} was not valid when the statement was signed")
+        raise Unauthenticated(f"key {key.kid} was not valid when the {what} was signed")
     aud = claims.get("aud")
     if isinstance(aud, list) and len(aud) == 1:  # RFC 7519 §4.1.3: one audience, as array
         claims["aud"] = aud = aud[0]
     if not isinstance(aud, str):
-        raise Unauthenticated("a statement names its one audience: the author's gateway")
-    for name in ("aud", "jti", "mth", "bdg"):
+        raise Unauthenticated(f"a {what} names its one audience")
+    for name in ("aud", "jti", "mth", "bdg", *(("rti", "rdg") if response else ())):
         if not isinstance(claims.get(name), str) or not claims[name]:
-            raise Unauthenticated(f"statement claim {name} is required")
-    if "rti" in claims or "rdg" in claims:
+            raise Unauthenticated(f"{what} claim {name} is required")
+    if not response and ("rti" in claims or "rdg" in claims):
         raise Unauthenticated("a response token is not a statement")
     if claims["bdg"] != body_digest(body):
-        raise Unauthenticated("the statement's bdg does not match its request bytes")
+        raise Unauthenticated(f"the {what}'s bdg does not match its bytes")
     return verifier._claims(claims, key.kid)
 
 

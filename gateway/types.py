@@ -13,6 +13,7 @@ from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.signing import SigningKey, Verifier
 
 if TYPE_CHECKING:
+    from gateway.client import Receipt
     from gateway.evidence import Statements
 
 
@@ -38,11 +39,12 @@ class PartnerAdapter(Protocol):
 
     async def close(self) -> None: ...
 
-    async def deliver_case(self, payload: bytes) -> None:
-        """Hand over a case; the receiver dedups by case_id. Returns once it is durable there."""
+    async def deliver_case(self, payload: bytes) -> Receipt | None:
+        """Hand over a case; the receiver dedups by case_id. Returns once it is durable
+        there, with the receiver's signed answer when it gives one (kept as evidence)."""
         ...
 
-    async def deliver_update(self, payload: bytes) -> None:
+    async def deliver_update(self, payload: bytes) -> Receipt | None:
         """Hand over a CaseUpdate; the receiver dedups by update_id."""
         ...
 

@@ -74,7 +74,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def trusted() -> dict[str, list[Any]]:
     config = load_config(PARTNERS_TOML)
-    return {p.id: list(p.keys) for p in config.partners.values()}
+    return {p.id: list(p.keys) for p in (*config.partners.values(), *config.gateways.values())}
 
 
 def test_every_gateways_copy_verifies_offline(exported: dict[str, Path]) -> None:
@@ -86,6 +86,8 @@ def test_every_gateways_copy_verifies_offline(exported: dict[str, Path]) -> None
         # the origin's submission, the target's three reports and the origin's rating
         assert "320105 SubmitCase" in done.stdout and "320105 RateCase" in done.stdout
         assert done.stdout.count("310115 UpdateCase") == 3, done.stdout
+        # the next hop's signed answers to this gateway's deliveries (case and reports)
+        assert " 0 signed delivery receipts" not in done.stdout, done.stdout
 
 
 def load(exported: dict[str, Path], gateway: str = "320000-gw") -> dict[str, Any]:
@@ -132,6 +134,11 @@ def test_an_edited_file_names_its_first_bad_item(exported: dict[str, Path]) -> N
     dropped = copy.deepcopy(document)  # a report whose statement is withheld
     del dropped["items"][2]
     assert "has no signed statement" in check(dropped)
+
+    tampered = copy.deepcopy(document)  # a delivery receipt's answer
+    assert tampered["receipts"], "the next hops' answers are kept"
+    tampered["receipts"][0]["response"] = base64.b64encode(b"\x10\x01").decode()
+    assert check(tampered).startswith("receipts[0]")
 
     tampered = copy.deepcopy(document)  # the audit log's text
     tampered["audit"][0]["detail"] = "edited"

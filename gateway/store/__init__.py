@@ -2,12 +2,15 @@
 
 from gateway.store.base import (
     BundleRecord,
+    CaseEvidence,
     CaseRecord,
     Effects,
     NewOutbox,
     OutboxEntry,
     Store,
+    StoredReceipt,
     Timer,
 )
 
-__all__ = ["BundleRecord", "CaseRecord", "Effects", "NewOutbox", "OutboxEntry", "Store", "Timer"]
+__all__ = ["BundleRecord", "CaseEvidence", "CaseRecord", "Effects", "NewOutbox",
+           "OutboxEntry", "Store", "StoredReceipt", "Timer"]

@@ -44,6 +44,27 @@ class OutboxEntry:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    """A party's signed answer to a delivery of ours (docs/signing.md §8): evidence that
+    the next hop or the platform took the message."""
+
+    party: str
+    received_at: float
+    response: bytes
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEvidence:
+    """What a store file holds about one case, for `tongban evidence export`."""
+
+    record: CaseRecord
+    statements: list[tuple[float, bytes]]  # (receipt time, serialized Statement)
+    receipts: list[StoredReceipt]
+    audit: list[tuple[int, AuditEntry, str, str]]
+
+
 @dataclass(slots=True)
 class Effects:
     """What a change causes, committed with it: messages, events, deadline timers."""
@@ -56,6 +77,7 @@ class Effects:
     # the author's signed statements this change applied, kept as the case's evidence:
     # (receipt time, serialized tongban.v1.Statement)
     statements: list[tuple[float, bytes]] = field(default_factory=list)
+    receipts: list[StoredReceipt] = field(default_factory=list)  # answers to our deliveries
     outbox_ids: list[int] = field(default_factory=list)  # filled in by the store on insert
     outbox_behind: list[bool] = field(default_factory=list)  # ... True: older entries wait
 
@@ -153,7 +175,11 @@ class Store(Protocol):
         """End this process's lease on an entry: the next poll of any process takes it."""
         ...
 
-    async def finish_outbox(self, entry_id: int) -> None: ...
+    async def finish_outbox(self, entry_id: int, *, case_id: str = "",
+                            receipt: StoredReceipt | None = None) -> None:
+        """A delivery is done: its entry goes, and the receiver's signed answer, if any,
+        is kept with the case's evidence in the same transaction."""
+        ...
 
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
                            dead: bool = False) -> None:

@@ -29,11 +29,13 @@ from gateway.errors import AlreadyExists, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store.base import (
     BundleRecord,
+    CaseEvidence,
     CaseRecord,
     Effects,
     Guard,
     Mutation,
     OutboxEntry,
+    StoredReceipt,
     Timer,
 )
 from gateway.types import Clock, SystemClock
@@ -100,6 +102,15 @@ CREATE TABLE IF NOT EXISTS statements (
   statement BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS statements_case ON statements (case_id, id);
+CREATE TABLE IF NOT EXISTS receipts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  case_id TEXT NOT NULL,
+  party TEXT NOT NULL,
+  received_at REAL NOT NULL,
+  response BLOB NOT NULL,
+  token TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_case ON receipts (case_id, id);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY,
   at REAL NOT NULL, caller TEXT NOT NULL, method TEXT NOT NULL, case_id TEXT NOT NULL,
@@ -515,9 +526,13 @@ class SqliteStore:
         await self._run(lambda conn: conn.execute(
             "UPDATE outbox SET lease_until=0 WHERE id=?", (entry_id,)))
 
-    async def finish_outbox(self, entry_id: int) -> None:
-        await self._run(lambda conn: conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)),
-                        lazy=True)
+    async def finish_outbox(self, entry_id: int, *, case_id: str = "",
+                            receipt: StoredReceipt | None = None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM outbox WHERE id=?", (entry_id,)).rowcount and receipt:
+                _insert_receipts(conn, case_id, [receipt])  # once: with the entry's deletion
+
+        await self._run(op, lazy=True)
 
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
                            dead: bool = False) -> None:
@@ -648,11 +663,9 @@ def case_ids(path: Path | str) -> list[str]:
         conn.close()
 
 
-def read_evidence(path: Path | str, case_id: str
-                  ) -> tuple[CaseRecord, list[tuple[float, bytes]],
-                             list[tuple[int, AuditEntry, str, str]]] | None:
-    """A case, the statements applied to it and its audit entries, for
-    `tongban evidence export`; None when the store has no such case."""
+def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
+    """A case, the statements applied to it, the receipts of its deliveries and its
+    audit entries; None when the store has no such case."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
@@ -661,12 +674,18 @@ def read_evidence(path: Path | str, case_id: str
             return None
         statements = conn.execute("SELECT received_at, statement FROM statements "
                                   "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
+        receipts = conn.execute("SELECT party, received_at, response, token FROM receipts "
+                                "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
         audit = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE case_id=? "
                              "ORDER BY seq", (case_id,)).fetchall()
     finally:
         conn.close()
-    return (_record(row), [(float(at), bytes(body)) for at, body in statements],
-            [(r[0], AuditEntry(*r[1:10]), r[10], r[11]) for r in audit])
+    return CaseEvidence(
+        record=_record(row),
+        statements=[(float(at), bytes(body)) for at, body in statements],
+        receipts=[StoredReceipt(party=r[0], received_at=float(r[1]), response=bytes(r[2]),
+                                token=r[3]) for r in receipts],
+        audit=[(r[0], AuditEntry(*r[1:10]), r[10], r[11]) for r in audit])
 
 
 def _name_thread(name: str) -> None:
@@ -805,10 +824,19 @@ def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
     if effects.fired:
         conn.execute("UPDATE timers SET fired = 1 WHERE case_id=? AND kind=?",
                      (case_id, effects.fired))
+    if effects.receipts:
+        _insert_receipts(conn, case_id, effects.receipts)
     if effects.statements:  # the case's evidence (docs/signing.md §8)
         conn.executemany("INSERT INTO statements (case_id, received_at, statement) "
                          "VALUES (?,?,?)", [(case_id, at, body)
                                             for at, body in effects.statements])
+
+
+def _insert_receipts(conn: sqlite3.Connection, case_id: str,
+                     receipts: Sequence[StoredReceipt]) -> None:
+    conn.executemany("INSERT INTO receipts (case_id, party, received_at, response, token) "
+                     "VALUES (?,?,?,?,?)", [(case_id, r.party, r.received_at, r.response,
+                                             r.token) for r in receipts])
 
 
 def _bundle(row: tuple[str, str, str, str, str, str]) -> BundleRecord:
