@@ -142,8 +142,8 @@ async def test_a_peer_cannot_complete_as_the_target_or_rate_as_the_origin(
     await until(seen_at_origin)
     stored = read_evidence(fed.apps["320100-gw"].config.data_dir / "gateway.sqlite3",
                            other.case_id)
-    assert stored is not None and stored[1], "the target's statement is kept as evidence"
-    real_statement = pb.Statement.FromString(stored[1][-1][1])
+    assert stored is not None and stored.statements, "the target's statement is kept"
+    real_statement = pb.Statement.FromString(stored.statements[-1][1])
 
     complete = pb.CaseUpdate(case_id=case.case_id, update_id="rogue-1",
                              state=pb.CASE_STATE_COMPLETED, actor="310115",
