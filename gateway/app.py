@@ -118,7 +118,8 @@ class GatewayApp:
             raise ConfigError(f"cannot listen on {self.config.me.grpc}: address in use or invalid")
         await server.start()
         self._grpc = server
-        runner = web.AppRunner(make_app(self.config, lambda: self._ready, self._metrics),
+        runner = web.AppRunner(make_app(self.config, lambda: self._ready, self._metrics,
+                                        writable=self.store.check_writable),
                                access_log=None)
         await runner.setup()
         host, port = _split(self.config.me.http)
@@ -137,7 +138,7 @@ class GatewayApp:
         counts = await self.store.case_counts()
         breakers = {d: state is not BreakerState.CLOSED
                     for d, state in self.engine.outbox.breaker_states().items()}
-        self.metrics.set_counts(counts, breakers)
+        self.metrics.set_counts(counts, breakers, writable=self.store.writable)
         return self.metrics.render()
 
     async def stop(self, grace_s: float = 1.0) -> None:

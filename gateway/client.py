@@ -13,19 +13,33 @@ from gateway.errors import GatewayError, Unauthenticated
 from gateway.signing import HEADER, Verifier
 from gateway.types import Clock
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-                       grpc.StatusCode.CANCELLED})
+# Statuses that say the far side as a whole cannot take calls now: these, and only these,
+# count towards its circuit breaker (gateway/outbox.py).
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED})
+# Worth another try later. UNAUTHENTICATED is among them: a platform refuses our
+# signature when its clock is off or its copy of our keys is stale during a rotation,
+# both of which mend themselves; the outbox retries it with backoff and raises an alert.
+RETRYABLE = UNREACHABLE | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
+                           grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAUTHENTICATED}
 
 
 class CallError(GatewayError):
-    """A call failed; `status` is what the far side (or the transport) said."""
+    """A call failed; `status` is what the far side (or the transport) said.
 
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+    ``retryable``: another try may succeed. ``unreachable``: the far side as a whole is
+    down or overloaded (not just this one message). ``alert``: signatures do not check
+    out between us and the far side (its refusal of ours, or our refusal of its answer),
+    which an operator must hear about even while retries continue.
+    """
+
+    def __init__(self, status: grpc.StatusCode, message: str, *,
+                 bad_answer: bool = False) -> None:
         super().__init__(message)
         self.status = status
-        self.retryable = status in RETRYABLE
+        self.retryable = status in RETRYABLE or bad_answer
+        self.unreachable = status in UNREACHABLE and not bad_answer
+        self.alert = bad_answer or status is grpc.StatusCode.UNAUTHENTICATED
 
 
 class SignedChannel:
@@ -72,6 +86,6 @@ class SignedChannel:
         except Unauthenticated as exc:
             # the far side may have applied it; retrying is safe, the receiver dedups
             raise CallError(grpc.StatusCode.UNAVAILABLE,
-                            f"{self.audience} answered with a bad signature: {exc.message}"
-                            ) from None
+                            f"{self.audience} answered with a bad signature: {exc.message}",
+                            bad_answer=True) from None
         return response

@@ -1,5 +1,6 @@
-"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz and
-GET /metrics (Prometheus text format)."""
+"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz (liveness),
+GET /readyz (readiness: keys loaded and the store writable) and GET /metrics (Prometheus
+text format)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from gateway.config import Config
 
 
 def make_app(config: Config, ready: Callable[[], bool],
-             metrics: Callable[[], Awaitable[bytes]]) -> web.Application:
+             metrics: Callable[[], Awaitable[bytes]], *,
+             writable: Callable[[], Awaitable[bool]] | None = None) -> web.Application:
+    """ready: the process has started (keys loaded, listening); writable: the store
+    takes writes now (a disk that filled turns /readyz red while /healthz stays green:
+    restarting a process whose disk is full mends nothing, routing calls elsewhere does)."""
     jwks = {"keys": [key.jwk() for key in config.me.keys]}
 
     async def keys(_: web.Request) -> web.Response:
@@ -22,6 +27,16 @@ def make_app(config: Config, ready: Callable[[], bool],
         return web.json_response({"status": "ok" if ok else "starting", "gateway": config.self_id},
                                  status=200 if ok else 503)
 
+    async def readiness(_: web.Request) -> web.Response:
+        started = ready()
+        store = started and (writable is None or await writable())
+        ok = started and store
+        return web.json_response({"status": "ready" if ok else "not ready",
+                                  "gateway": config.self_id,
+                                  "keys": "loaded" if started else "starting",
+                                  "store": "writable" if store else "failing"},
+                                 status=200 if ok else 503)
+
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=await metrics(),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -30,4 +45,5 @@ def make_app(config: Config, ready: Callable[[], bool],
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/.well-known/jwks.json", keys)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", readiness)
     return app
