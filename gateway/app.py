@@ -43,13 +43,16 @@ class GatewayApp:
     """One running gateway. ``memory=True`` keeps the store in memory (tests, demo)."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 memory: bool = False, reuse_port: bool = False) -> None:
+                 memory: bool = False, reuse_port: bool = False,
+                 store: SqliteStore | None = None) -> None:
+        """store: one made by the caller (a test's faulty disk); by default the SQLite
+        file under data_dir."""
         self.config = config
         self.clock = clock or SystemClock()
         path = ":memory:" if memory else config.data_dir / "gateway.sqlite3"
         # reuse_port: one of several processes on one port and one store (SO_REUSEPORT)
         self.reuse_port = reuse_port
-        self.store = SqliteStore(path, clock=self.clock, exclusive=not reuse_port)
+        self.store = store or SqliteStore(path, clock=self.clock, exclusive=not reuse_port)
         self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)

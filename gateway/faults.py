@@ -45,7 +45,3 @@ class LogThrottle:
             args = (*args, held, self._interval)
         self._log.log(level, message, *args, exc_info=exc_info if slot is None else None)
         return True
-
-    def clear(self, key: str) -> bool:
-        """Forget key (the fault is over); True if it had been logged."""
-        return self._slots.pop(key, None) is not None

@@ -171,7 +171,8 @@ class OutboxWorker:
     async def _run(self) -> None:
         """Poll until stopped. Nothing but a closed store ends this loop: a failing
         store, a bug in one delivery's bookkeeping, anything is logged (one line per
-        interval) and the next poll goes on, sooner after a success than after a failure."""
+        interval: the store logs when its writes work again) and the next poll goes on,
+        sooner after a success than after a failure."""
         failures = 0
         while not self._stopping:
             self._wake.clear()
@@ -186,8 +187,6 @@ class OutboxWorker:
                 self._throttle.log(logging.ERROR, "poll", "outbox poll failed, retrying: %s",
                                    exc, exc_info=None if isinstance(exc, Unavailable) else exc)
             else:
-                if failures and self._throttle.clear("poll"):
-                    log.warning("outbox poll works again after %d failed polls", failures)
                 failures = 0
             if started < self._batch:
                 with contextlib.suppress(TimeoutError):

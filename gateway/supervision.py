@@ -128,8 +128,6 @@ class Monitor:
                                    "%s", exc, exc_info=None if isinstance(exc, Unavailable)
                                    else exc)
             else:
-                if failures and self._throttle.clear("sweep"):
-                    log.warning("deadline sweep works again after %d failed sweeps", failures)
                 failures = 0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):

@@ -112,6 +112,7 @@ BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, requ
 PEEK_BUSY_MS = 20  # the longest a point read on the loop waits for a busy file
 LAZY_S = 0.005  # the longest a lazy op (a delivery's mark) waits for a commit to join
 PROBE_EVERY_S = 1.0  # while writes fail, how often a readiness check tries one
+SETTLE_S = 1.0  # writes count as working again after a success this long after a failure
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
 
@@ -138,6 +139,7 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._health = _Health()
+        self._wrote = False  # whether the last batch changed anything (the writer sets it)
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
@@ -272,7 +274,7 @@ class SqliteStore:
                 fut.set_exception(value)
         if failure is not None:
             self._health.failed(failure)
-        else:
+        elif self._wrote:
             self._health.succeeded()
 
     # -- health ----------------------------------------------------------------------
@@ -308,11 +310,14 @@ class SqliteStore:
         assert conn is not None
         if conn.in_transaction:  # a failed write whose ROLLBACK failed too (I/O error)
             conn.execute("ROLLBACK")
+        changes = conn.total_changes
         try:
             out = self._transaction(conn, ops, isolate=False)
         except _OpFailed:
             out = self._transaction(conn, ops, isolate=True)
         self.commits += 1
+        # only a batch that wrote says the disk takes writes (a read commits on a full one)
+        self._wrote = conn.total_changes != changes
         return out
 
     @staticmethod
@@ -590,23 +595,28 @@ class _Health:
     """Whether writes work, and one log line per interval while they do not."""
 
     since: float | None = None  # monotonic time of the first failure of this spell
+    last: float = 0.0  # ... and of the latest one
     probed: float = 0.0
     failures: int = 0
     throttle: LogThrottle = field(default_factory=lambda: LogThrottle(log, 10.0))
 
     def failed(self, exc: sqlite3.Error) -> None:
         self.failures += 1
+        self.last = time.monotonic()
         if self.since is None:
-            self.since = time.monotonic()
+            self.since = self.last
         self.throttle.log(logging.ERROR, "write", "store writes fail: %s", _brief(exc))
 
     def succeeded(self) -> None:
-        if self.since is None:
+        """A batch wrote. A disk with a few pages left lets some writes through between
+        failures: the spell ends only with a write SETTLE_S after the last failure, so
+        /readyz and the log do not flap."""
+        now = time.monotonic()
+        if self.since is None or now - self.last < SETTLE_S:
             return
         log.warning("store writes succeed again after %.1f s (%d failed batches)",
-                    time.monotonic() - self.since, self.failures)
+                    now - self.since, self.failures)
         self.since, self.failures = None, 0
-        self.throttle.clear("write")
 
 
 def _brief(exc: BaseException) -> str:
