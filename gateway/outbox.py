@@ -17,16 +17,16 @@ so several gateway processes can share one store without sending each other's en
 an entry written while older entries of its case are still stored is left unleased,
 and the poll (which only ever takes a case's oldest entry) keeps the order.
 
-Faults are kept apart (issue #12). The breaker measures whether a destination can be
-reached: only transport failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
-CANCELLED, no answer within the deadline) count towards it, and any answer at all resets
-it. An answer that refuses one entry (INTERNAL, a bad signature either way) backs off
-that entry alone, so one poison case never holds back the other cases for its
-destination; a half-open probe takes the due entry that failed least. Each destination
-has its own bound on sends in flight, so a silent one cannot take the slots of the
-others. A failing store is nobody's fault but ours: it spends no attempt and opens no
-breaker, and the poll loop outlives it (and any other exception) and drains the queue
-once writes work again. Repeated faults log one line per interval.
+Faults are kept apart (issue #12). The breaker measures whether a destination can take
+calls: transport failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, CANCELLED,
+no answer within the deadline) count towards it, and so does the first retryable refusal
+of an entry (a destination that refuses every entry is as good as down), but not a
+refusal repeated for one entry: that entry backs off alone, so one poison case never
+holds back the other cases for its destination; a half-open probe takes the due entry
+that failed least. Each destination has its own bound on sends in flight, so a silent
+one cannot take the slots of the others. A failing store is nobody's fault but ours: it
+spends no attempt and opens no breaker, and the poll loop outlives it (and any other
+exception) and drains the queue once writes work again. Repeated faults log one line per interval.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class OutboxWorker:
                             await self._deliver(entry)
                         ok = True
                     except Exception as exc:
-                        await self._failed(entry, exc)
+                        await self._failed(entry, exc, probe=probe)
         finally:
             self._inflight.discard(entry.id)
             self._busy[destination] -= 1
@@ -271,7 +271,7 @@ class OutboxWorker:
                 self._release(rest)
             self._wake.set()
 
-    async def _failed(self, entry: OutboxEntry, exc: Exception) -> None:
+    async def _failed(self, entry: OutboxEntry, exc: Exception, *, probe: bool) -> None:
         """Record a failed delivery. Never raises: a store that cannot write leaves the
         entry leased and listed for release at the next poll."""
         destination = entry.destination
@@ -286,20 +286,23 @@ class OutboxWorker:
             exc = CallError(grpc.StatusCode.DEADLINE_EXCEEDED,
                             f"{destination}: no answer within {self._deadline:g} s")
         now = self._clock.now()
-        if unreachable(exc):
-            if self.breakers.failure(destination, now):
-                log.warning("circuit to %s opened after %d failures in a row",
-                            destination, self.settings.breaker_failures)
-                self._observe("opened", destination)
-        else:  # it answered (if only to refuse this entry): it can be reached
-            self.breakers.success(destination)
+        permanent = isinstance(exc, CallError) and not exc.retryable
+        # What the failure says about the destination: a transport failure says it is
+        # down; a refusal of an entry's first try may be the destination refusing
+        # everything (its database is down, our keys are stale there); a refusal of an
+        # entry that was refused before says only that this entry is refused, and must
+        # not open the circuit for the other cases. A half-open probe that fails reopens.
+        counts = probe or unreachable(exc) or (entry.attempts == 0 and not permanent)
+        if counts and self.breakers.failure(destination, now):
+            log.warning("circuit to %s opened after %d failures in a row",
+                        destination, self.settings.breaker_failures)
+            self._observe("opened", destination)
         if isinstance(exc, CallError) and exc.alert:
             self._observe("unauthenticated", destination)
             self._throttle.log(logging.WARNING, f"alert:{destination}",
                                "ALERT signatures between this gateway and %s do not check "
                                "out (clock skew? keys rotated?); retrying: %s",
                                destination, exc.message)
-        permanent = isinstance(exc, CallError) and not exc.retryable
         dead = permanent or entry.attempts + 1 >= self.settings.max_attempts
         self._observe("dead" if dead else "failed", destination)
         delay = backoff(entry.attempts, base=self.settings.backoff_base_s,
