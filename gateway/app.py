@@ -15,7 +15,7 @@ from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -137,8 +137,12 @@ class GatewayApp:
                  self.config.me.grpc, self.config.me.http)
 
     async def _metrics(self) -> bytes:
-        """Gauges are read from the store at scrape time, so they are never stale."""
-        counts = await self.store.case_counts()
+        """Gauges are read from the store at scrape time, so they are never stale (while
+        the store cannot answer they keep their last values and the scrape still works)."""
+        try:
+            counts: dict[str, int] | None = await self.store.case_counts()
+        except StoreUnavailable:
+            counts = None
         breakers = {d: state is not BreakerState.CLOSED
                     for d, state in self.engine.outbox.breaker_states().items()}
         self.metrics.set_counts(counts, breakers, writable=self.store.writable)

@@ -83,15 +83,17 @@ class Metrics:
             return
         self.deliveries.labels(outcome=outcome, destination=destination).inc()
 
-    def set_counts(self, counts: dict[str, int], breakers: dict[str, bool], *,
+    def set_counts(self, counts: dict[str, int] | None, breakers: dict[str, bool], *,
                    writable: bool = True) -> None:
-        """Gauges at scrape time. A destination whose circuit closed is no longer in
-        breakers (the breaker forgets it): its gauge goes back to 0."""
+        """Gauges at scrape time; counts None: the store could not say (keep the last).
+        A destination whose circuit closed is no longer in breakers (the breaker forgets
+        it): its gauge goes back to 0."""
         self.store_writable.set(int(writable))
-        self.gauges["cases_open"].set(counts["open"])
-        self.gauges["cases_overdue"].set(counts["overdue"])
-        self.gauges["outbox_pending"].set(counts["outbox"])
-        self.gauges["outbox_dead"].set(counts["dead"])
+        if counts is not None:
+            self.gauges["cases_open"].set(counts["open"])
+            self.gauges["cases_overdue"].set(counts["overdue"])
+            self.gauges["outbox_pending"].set(counts["outbox"])
+            self.gauges["outbox_dead"].set(counts["dead"])
         for destination in self._breakers_seen - breakers.keys():
             self.breaker_open.labels(destination=destination).set(0)
         for destination, is_open in breakers.items():
