@@ -183,7 +183,7 @@ class OutboxWorker:
                 return
             except Exception as exc:
                 failures += 1
-                started, pause = 0, min(MAX_PAUSE_S, self._idle * 2 ** min(failures, 10))
+                started, pause = 0, min(MAX_PAUSE_S, self._idle * 2 ** min(failures - 1, 10))
                 self._throttle.log(logging.ERROR, "poll", "outbox poll failed, retrying: %s",
                                    exc, exc_info=None if isinstance(exc, Unavailable) else exc)
             else:
