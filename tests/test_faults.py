@@ -13,6 +13,7 @@ method of the code under test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import signal
 import sqlite3
@@ -35,6 +36,7 @@ from gateway.breaker import Breakers, BreakerState
 from gateway.client import CallError
 from gateway.config import OutboxSettings, load_config
 from gateway.demo import client_for, free_port, on_free_ports, rebind
+from gateway.faults import LogThrottle
 from gateway.lifecycle import seconds
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -521,3 +523,18 @@ async def test_breaker_gauge_clears_and_delivery_resumes_within_the_probe_cap(
             assert await gauge() == 0.0
         finally:
             await client.close()
+
+
+def test_a_repeated_fault_logs_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttle = LogThrottle(logging.getLogger("tongban.test"), 10.0, monotonic=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="tongban.test"):
+        for step in range(250):  # 25 s of a fault that recurs every 0.1 s
+            now[0] = step * 0.1
+            throttle.log(logging.WARNING, "disk", "store writes fail: %s", "disk I/O error")
+        throttle.log(logging.WARNING, "other", "another fault")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["store writes fail: disk I/O error",
+                     "store writes fail: disk I/O error (99 more like it in the last 10 s)",
+                     "store writes fail: disk I/O error (99 more like it in the last 10 s)",
+                     "another fault"]
