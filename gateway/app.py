@@ -16,7 +16,7 @@ from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
-from gateway.errors import ConfigError, PermissionDenied
+from gateway.errors import ConfigError, PermissionDenied, StoreUnavailable
 from gateway.evidence import UPDATES
 from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -81,13 +81,16 @@ class GatewayApp:
     """One running gateway. ``memory=True`` keeps the store in memory (tests, demo)."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None,
-                 memory: bool = False, reuse_port: bool = False) -> None:
+                 memory: bool = False, reuse_port: bool = False,
+                 store: SqliteStore | None = None) -> None:
+        """store: one made by the caller (a test's faulty disk); by default the SQLite
+        file under data_dir."""
         self.config = config
         self.clock = clock or SystemClock()
         path = ":memory:" if memory else config.data_dir / "gateway.sqlite3"
         # reuse_port: one of several processes on one port and one store (SO_REUSEPORT)
         self.reuse_port = reuse_port
-        self.store = SqliteStore(path, clock=self.clock, exclusive=not reuse_port)
+        self.store = store or SqliteStore(path, clock=self.clock, exclusive=not reuse_port)
         self.verifier = Verifier(audience=config.self_id, keys_for=self._keys_for,
                                  skew_s=config.limits.clock_skew_s,
                                  max_ttl_s=config.limits.max_token_ttl_s)
@@ -181,7 +184,8 @@ class GatewayApp:
         main_metrics = self._metrics if admin_http is None and is_loopback(me.http) else None
         tls = self.config.listener_tls
         ssl_context = server_ssl_context(tls) if tls is not None else None
-        self._web = await _site(make_app(self.config, lambda: self._ready, main_metrics),
+        self._web = await _site(make_app(self.config, lambda: self._ready, main_metrics,
+                                         writable=self.store.check_writable),
                                 me.http, ssl_context, self.reuse_port)
         if admin_http is not None:
             self._admin_web = await _site(make_admin_app(self._metrics), admin_http, None,
@@ -195,11 +199,15 @@ class GatewayApp:
                  self.config.me.grpc, self.config.me.http)
 
     async def _metrics(self) -> bytes:
-        """Gauges are read from the store at scrape time, so they are never stale."""
-        counts = await self.store.case_counts()
+        """Gauges are read from the store at scrape time, so they are never stale (while
+        the store cannot answer they keep their last values and the scrape still works)."""
+        try:
+            counts: dict[str, int] | None = await self.store.case_counts()
+        except StoreUnavailable:
+            counts = None
         breakers = {d: state is not BreakerState.CLOSED
                     for d, state in self.engine.outbox.breaker_states().items()}
-        self.metrics.set_counts(counts, breakers)
+        self.metrics.set_counts(counts, breakers, writable=self.store.writable)
         return self.metrics.render()
 
     async def stop(self, grace_s: float = 1.0) -> None:

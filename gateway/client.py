@@ -17,10 +17,15 @@ from gateway.signing import HEADER, Verifier
 from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-                       grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
-                       grpc.StatusCode.CANCELLED})
+# Statuses that say the far side as a whole cannot take calls now: these, and only these,
+# count towards its circuit breaker (gateway/outbox.py).
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED})
+# Worth another try later. UNAUTHENTICATED is among them: a platform refuses our
+# signature when its clock is off or its copy of our keys is stale during a rotation,
+# both of which mend themselves; the outbox retries it with backoff and raises an alert.
+RETRYABLE = UNREACHABLE | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
+                           grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAUTHENTICATED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +38,21 @@ class Receipt:
 
 
 class CallError(GatewayError):
-    """A call failed; `status` is what the far side (or the transport) said."""
+    """A call failed; `status` is what the far side (or the transport) said.
 
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+    ``retryable``: another try may succeed. ``unreachable``: the far side as a whole is
+    down or overloaded (not just this one message). ``alert``: signatures do not check
+    out between us and the far side (its refusal of ours, or our refusal of its answer),
+    which an operator must hear about even while retries continue.
+    """
+
+    def __init__(self, status: grpc.StatusCode, message: str, *,
+                 bad_answer: bool = False) -> None:
         super().__init__(message)
         self.status = status
-        self.retryable = status in RETRYABLE
+        self.retryable = status in RETRYABLE or bad_answer
+        self.unreachable = status in UNREACHABLE and not bad_answer
+        self.alert = bad_answer or status is grpc.StatusCode.UNAUTHENTICATED
 
 
 class SignedChannel:
@@ -93,7 +107,7 @@ class SignedChannel:
         except Unauthenticated as exc:
             # the far side may have applied it; retrying is safe, the receiver dedups
             raise CallError(grpc.StatusCode.UNAVAILABLE,
-                            f"{self.audience} answered with a bad signature: {exc.message}"
-                            ) from None
+                            f"{self.audience} answered with a bad signature: {exc.message}",
+                            bad_answer=True) from None
         assert answer is not None  # verified
         return Receipt(response=response, token=answer)

@@ -127,7 +127,9 @@ class OutboxSettings:
     max_attempts: int = 12  # then the entry is dead-lettered until `tongban outbox redrive`
     breaker_failures: int = 5
     breaker_cooldown_s: float = 2.0
-    breaker_max_cooldown_s: float = 60.0
+    # the longest a partner that is back waits for its probe (issue #12: ≤ 10 s to resume)
+    breaker_max_cooldown_s: float = 5.0
+    in_flight_per_destination: int = 64  # sends in flight to one destination at most
 
 
 @dataclass(frozen=True, kw_only=True)

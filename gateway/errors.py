@@ -89,6 +89,15 @@ class Unavailable(GatewayError):
     reason = "UNAVAILABLE"
 
 
+class StoreUnavailable(Unavailable):
+    """The store cannot write now (disk full, I/O error): retry later. Its own class so
+    the outbox can tell a local fault from a destination's (no breaker, no attempt)."""
+
+
+class StoreClosed(StoreUnavailable):
+    """The store is closing or closed: background loops end instead of retrying."""
+
+
 class AlreadyExists(GatewayError):
     code = grpc.StatusCode.ALREADY_EXISTS
     reason = "CONFLICT"

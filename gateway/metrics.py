@@ -48,6 +48,15 @@ class Metrics:
         self.breaker_open = Gauge("tongban_breaker_open",
                                   "1 while the circuit to a destination is open",
                                   ["destination"], registry=self.registry)
+        self._breakers_seen: set[str] = set()
+        self.auth_alerts = Counter(
+            "tongban_outbox_auth_alerts",
+            "Deliveries whose signatures did not check out (the destination refused ours "
+            "as UNAUTHENTICATED, or its answer's failed): clock skew or stale keys; alert "
+            "on any increase", ["destination"], registry=self.registry)
+        self.store_writable = Gauge("tongban_store_writable",
+                                    "0 while the store cannot write (disk full, I/O error)",
+                                    registry=self.registry)
         self.gauges = {
             name: Gauge(f"tongban_{name}", help_text, registry=self.registry)
             for name, help_text in (
@@ -73,15 +82,27 @@ class Metrics:
             counter.inc()
 
     def record_delivery(self, outcome: str, destination: str) -> None:
+        if outcome == "unauthenticated":  # an alert beside the attempt's own outcome
+            self.auth_alerts.labels(destination=destination).inc()
+            return
         self.deliveries.labels(outcome=outcome, destination=destination).inc()
 
-    def set_counts(self, counts: dict[str, int], breakers: dict[str, bool]) -> None:
-        self.gauges["cases_open"].set(counts["open"])
-        self.gauges["cases_overdue"].set(counts["overdue"])
-        self.gauges["outbox_pending"].set(counts["outbox"])
-        self.gauges["outbox_dead"].set(counts["dead"])
+    def set_counts(self, counts: dict[str, int] | None, breakers: dict[str, bool], *,
+                   writable: bool = True) -> None:
+        """Gauges at scrape time; counts None: the store could not say (keep the last).
+        A destination whose circuit closed is no longer in breakers (the breaker forgets
+        it): its gauge goes back to 0."""
+        self.store_writable.set(int(writable))
+        if counts is not None:
+            self.gauges["cases_open"].set(counts["open"])
+            self.gauges["cases_overdue"].set(counts["overdue"])
+            self.gauges["outbox_pending"].set(counts["outbox"])
+            self.gauges["outbox_dead"].set(counts["dead"])
+        for destination in self._breakers_seen - breakers.keys():
+            self.breaker_open.labels(destination=destination).set(0)
         for destination, is_open in breakers.items():
             self.breaker_open.labels(destination=destination).set(int(is_open))
+        self._breakers_seen |= breakers.keys()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

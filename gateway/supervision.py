@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 
 from gateway.config import Supervisor
 from gateway.engine import Engine
-from gateway.errors import GatewayError, InvalidArgument
+from gateway.errors import InvalidArgument, StoreClosed, Unavailable
+from gateway.faults import LogThrottle
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.types import Clock
@@ -66,24 +67,42 @@ async def _feed(engine: Engine, supervisor: Supervisor, after: int,
 
 
 class Monitor:
-    """Fires due deadline timers every `interval_s` (and on demand, for tests)."""
+    """Fires due deadline timers every `interval_s` (and on demand, for tests).
+
+    The sweep must outlive every fault (issue #12: it died on a full disk and no alarm
+    fired until a restart). A store that cannot write fails the whole sweep, which is
+    tried again soon (1 s, doubling up to interval_s); any other error is one timer's,
+    which is skipped for this sweep while the others fire. Either way one log line per
+    interval, and nothing is lost: a timer stays due in the store until it fires.
+    """
 
     def __init__(self, engine: Engine, clock: Clock, interval_s: float) -> None:
         self.engine, self.clock, self.interval_s = engine, clock, interval_s
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._throttle = LogThrottle(log, 10.0)
 
     async def sweep(self) -> int:
-        """Fire every timer due now; return how many fired."""
+        """Fire every timer due now; return how many fired. Raises Unavailable when the
+        store cannot read or write."""
         seen: set[tuple[str, str, float]] = set()
+        fired = 0
         while True:
             due = [t for t in await self.engine.store.due_timers(self.clock.now(), PAGE)
                    if (t.case_id, t.kind, t.due_at) not in seen]
             for timer in due:
                 seen.add((timer.case_id, timer.kind, timer.due_at))
-                await self.engine.fire_timer(timer.case_id, timer.kind, timer.due_at)
+                try:
+                    await self.engine.fire_timer(timer.case_id, timer.kind, timer.due_at)
+                except Unavailable:
+                    raise
+                except Exception as exc:  # one timer's fault: the others still fire
+                    self._throttle.log(logging.ERROR, "timer", "timer %s of case %s failed: "
+                                       "%s", timer.kind, timer.case_id, exc, exc_info=exc)
+                else:
+                    fired += 1
             if len(due) < PAGE:
-                return len(seen)
+                return fired
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tongban-monitor")
@@ -95,11 +114,21 @@ class Monitor:
             self._task = None
 
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
+            pause = self.interval_s
             try:
                 await self.sweep()
-            except GatewayError as exc:
-                log.warning("deadline sweep failed: %s", exc.message)
+            except StoreClosed:
+                return
+            except Exception as exc:  # the sweep must outlive any fault
+                failures += 1
+                pause = min(self.interval_s, 2.0 ** (failures - 1))
+                self._throttle.log(logging.ERROR, "sweep", "deadline sweep failed, retrying: "
+                                   "%s", exc, exc_info=None if isinstance(exc, Unavailable)
+                                   else exc)
+            else:
+                failures = 0
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout(pause):
                     await self._stopping.wait()

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit import GENESIS, PENDING_AUDIT, AuditEntry, PendingAudit, chain_hash
-from gateway.errors import AlreadyExists, GatewayError, NotFound
+from gateway.errors import AlreadyExists, GatewayError, NotFound, StoreClosed, StoreUnavailable
+from gateway.faults import LogThrottle
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store.base import (
     BundleRecord,
@@ -40,6 +43,7 @@ from gateway.store.base import (
 )
 from gateway.types import Clock, SystemClock
 
+log = logging.getLogger("tongban.store")
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
@@ -111,6 +115,10 @@ CREATE TABLE IF NOT EXISTS receipts (
   token TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_case ON receipts (case_id, id);
+CREATE TABLE IF NOT EXISTS probe (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY,
   at REAL NOT NULL, caller TEXT NOT NULL, method TEXT NOT NULL, case_id TEXT NOT NULL,
@@ -123,6 +131,8 @@ BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, requ
 PEEK_BUSY_MS = 20  # the longest a point read on the loop waits for a busy file
 LAZY_S = 0.005  # the longest a lazy op (a delivery's mark) waits for a commit to join
 AUDIT_AT_SLACK_S = 600.0  # recent_jtis reads this far past its bound (see there)
+PROBE_EVERY_S = 1.0  # while writes fail, how often a readiness check tries one
+SETTLE_S = 1.0  # writes count as working again after a success this long after a failure
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
 
@@ -148,6 +158,8 @@ class SqliteStore:
         self.commits = 0  # group commits made (for tests and the benchmarks)
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._health = _Health()
+        self._wrote = False  # whether the last batch changed anything (the writer sets it)
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
@@ -193,7 +205,7 @@ class SqliteStore:
             self._writer = None
         for _, fut, _ in self._pending:
             if not fut.done():
-                fut.set_exception(GatewayError("store closed"))
+                fut.set_exception(StoreClosed("the gateway is shutting down; retry"))
         self._pending.clear()
         if self._lconn is not None:
             self._lconn.close()
@@ -214,7 +226,7 @@ class SqliteStore:
         and a SubmitCase no longer queues behind a commit that only marks a delivery.
         """
         if self._writer is None or self._closing:
-            raise GatewayError("store is not open")
+            raise StoreClosed("the gateway is shutting down; retry")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((op, fut, lazy))
@@ -242,8 +254,10 @@ class SqliteStore:
             return op(self._lconn)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+                raise _unavailable(exc) from exc
             return await self._run(op)
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
 
     async def _write_loop(self) -> None:
         while True:
@@ -267,17 +281,47 @@ class SqliteStore:
             results = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._apply, [op for op, _, _ in batch])
         except Exception as exc:  # the commit itself failed: nobody's change is durable
+            if isinstance(exc, sqlite3.Error):
+                self._health.failed(exc)
+                exc = _unavailable(exc)
             for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        failure: sqlite3.Error | None = None
         for (_, fut, _), (ok, value) in zip(batch, results, strict=True):
+            if not ok and isinstance(value, sqlite3.Error):  # this op's write failed alone
+                failure, value = value, _unavailable(value)
             if fut.done():
                 continue
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+        if failure is not None:
+            self._health.failed(failure)
+        elif self._wrote:
+            self._health.succeeded()
+
+    # -- health ----------------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        """False from a failed write until one succeeds again (what /readyz reports)."""
+        return self._health.since is None
+
+    async def check_writable(self) -> bool:
+        """writable, and while it is False try one small write (at most once every
+        PROBE_EVERY_S), so an idle gateway turns ready again once its disk has room."""
+        if self._health.since is None or self._closing or self._writer is None:
+            return self._health.since is None and not self._closing
+        now = time.monotonic()
+        if now - self._health.probed >= PROBE_EVERY_S:
+            self._health.probed = now
+            at = self._clock.now()
+            with contextlib.suppress(StoreUnavailable):
+                await self._run(lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO probe VALUES (1, ?)", (at,)))
+        return self._health.since is None
 
     def _apply(self, ops: list[Op]) -> list[tuple[bool, Any]]:
         """Run a batch in one transaction; each op's failure is its own.
@@ -290,11 +334,16 @@ class SqliteStore:
         """
         conn = self._conn
         assert conn is not None
+        if conn.in_transaction:  # a failed write whose ROLLBACK failed too (I/O error)
+            conn.execute("ROLLBACK")
+        changes = conn.total_changes
         try:
             out = self._transaction(conn, ops, isolate=False)
         except _OpFailed:
             out = self._transaction(conn, ops, isolate=True)
         self.commits += 1
+        # only a batch that wrote says the disk takes writes (a read commits on a full one)
+        self._wrote = conn.total_changes != changes
         return out
 
     @staticmethod
@@ -506,15 +555,20 @@ class SqliteStore:
         lease = now + self._lease_s
 
         def op(conn: sqlite3.Connection) -> list[OutboxEntry]:
-            heads, probed = [], set()
+            heads: list[OutboxEntry] = []
+            probes: dict[str, OutboxEntry] = {}
             for entry in _due(conn, now, limit, skip):
                 if entry.id in exclude_ids or entry.case_id in exclude_cases:
                     continue
-                if entry.destination in probe:  # a half-open circuit: one entry only
-                    if entry.destination in probed:
-                        continue
-                    probed.add(entry.destination)
+                if entry.destination in probe:
+                    # a half-open circuit: one entry only, the one that failed least, so
+                    # an entry that fails on its own never decides for the destination
+                    best = probes.get(entry.destination)
+                    if best is None or entry.attempts < best.attempts:
+                        probes[entry.destination] = entry
+                    continue
                 heads.append(entry)
+            heads.extend(probes.values())
             conn.executemany("UPDATE outbox SET lease_until=? WHERE id=?",
                              [(lease, e.id) for e in heads])  # claimed by this process
             return heads
@@ -577,6 +631,47 @@ class SqliteStore:
         result: int = await self._run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
         return result
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    """What a caller hears when the database cannot do its part: UNAVAILABLE, retryable,
+    in a few words (the raw sqlite text goes to the throttled log, not to callers)."""
+    mapped = StoreUnavailable("the gateway cannot write to its store now; retry later")
+    mapped.__cause__ = exc
+    return mapped
+
+
+@dataclass(slots=True)
+class _Health:
+    """Whether writes work, and one log line per interval while they do not."""
+
+    since: float | None = None  # monotonic time of the first failure of this spell
+    last: float = 0.0  # ... and of the latest one
+    probed: float = 0.0
+    failures: int = 0
+    throttle: LogThrottle = field(default_factory=lambda: LogThrottle(log, 10.0))
+
+    def failed(self, exc: sqlite3.Error) -> None:
+        self.failures += 1
+        self.last = time.monotonic()
+        if self.since is None:
+            self.since = self.last
+        self.throttle.log(logging.ERROR, "write", "store writes fail: %s", _brief(exc))
+
+    def succeeded(self) -> None:
+        """A batch wrote. A disk with a few pages left lets some writes through between
+        failures: the spell ends only with a write SETTLE_S after the last failure, so
+        /readyz and the log do not flap."""
+        now = time.monotonic()
+        if self.since is None or now - self.last < SETTLE_S:
+            return
+        log.warning("store writes succeed again after %.1f s (%d failed batches)",
+                    now - self.since, self.failures)
+        self.since, self.failures = None, 0
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -1,5 +1,6 @@
-"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz on the main
-site; GET /metrics (Prometheus text format) on the admin site (docs/configuration.md,
+"""HTTP endpoints: GET /.well-known/jwks.json (our public keys), GET /healthz (liveness)
+and GET /readyz (readiness: keys loaded and the store writable) on the main site;
+GET /metrics (Prometheus text format) on the admin site (docs/configuration.md,
 Transport security: where /metrics is served)."""
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from gateway.config import Config
 Metrics = Callable[[], Awaitable[bytes]]
 
 
-def make_app(config: Config, ready: Callable[[], bool],
-             metrics: Metrics | None) -> web.Application:
-    """The main site; metrics None keeps /metrics off it (it is served on the admin site)."""
+def make_app(config: Config, ready: Callable[[], bool], metrics: Metrics | None, *,
+             writable: Callable[[], Awaitable[bool]] | None = None) -> web.Application:
+    """The main site; metrics None keeps /metrics off it (it is served on the admin site).
+
+    ready: the process has started (keys loaded, listening); writable: the store takes
+    writes now (a disk that filled turns /readyz red while /healthz stays green:
+    restarting a process whose disk is full mends nothing, routing calls elsewhere does).
+    """
     jwks = {"keys": [key.jwk() for key in config.me.keys]}
 
     async def keys(_: web.Request) -> web.Response:
@@ -26,11 +32,22 @@ def make_app(config: Config, ready: Callable[[], bool],
         return web.json_response({"status": "ok" if ok else "starting", "gateway": config.self_id},
                                  status=200 if ok else 503)
 
+    async def readiness(_: web.Request) -> web.Response:
+        started = ready()
+        store = started and (writable is None or await writable())
+        ok = started and store
+        return web.json_response({"status": "ready" if ok else "not ready",
+                                  "gateway": config.self_id,
+                                  "keys": "loaded" if started else "starting",
+                                  "store": "writable" if store else "failing"},
+                                 status=200 if ok else 503)
+
     app = web.Application()
     if metrics is not None:
         add_metrics(app, metrics)
     app.router.add_get("/.well-known/jwks.json", keys)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/readyz", readiness)
     return app
 
 
