@@ -85,16 +85,19 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, list[PublicKey]]:
     from datetime import UTC, datetime
 
     out: dict[str, list[PublicKey]] = {}
-    entries = jwks.get("keys")
+    entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(entries, list):
         raise ValueError('a JWKS is an object with a "keys" array')
     for n, jwk in enumerate(entries):
         kid = jwk.get("kid") if isinstance(jwk, dict) else None
         if not isinstance(kid, str) or "#" not in kid:
             raise ValueError(f'keys[{n}]: kid must be "<party>#<key id>"')
-        window = {name: datetime.fromtimestamp(jwk[member], UTC)
-                  for name, member in (("not_before", "nbf"), ("not_after", "exp"))
-                  if isinstance(jwk.get(member), int | float)}
+        try:
+            window = {name: datetime.fromtimestamp(jwk[member], UTC)
+                      for name, member in (("not_before", "nbf"), ("not_after", "exp"))
+                      if isinstance(jwk.get(member), int | float)}
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"keys[{n}]: nbf/exp is not a time ({exc})") from None
         key = public_key_from_jwk(jwk, kid=kid, **window)
         out.setdefault(key.owner, []).append(key)
     return out
@@ -105,6 +108,8 @@ def verify(document: Mapping[str, Any],
     """Check an evidence file; keys: the trusted keys by owner (None: the file's own
     keys, which proves the file is consistent, not who made it)."""
     try:
+        if not isinstance(document, Mapping):
+            raise _Bad("not a JSON object")
         return Verdict(True, _verify(document, keys))
     except _Bad as bad:
         return Verdict(False, str(bad))
@@ -210,7 +215,11 @@ def _audit(rows: Any) -> int:
             entry = AuditEntry(*(row[name] for name in AUDIT_FIELDS[1:10]))
         except (KeyError, TypeError, ValueError) as exc:
             raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
-        if chain_hash(seq, entry, prev) != digest:
+        try:
+            altered = chain_hash(seq, entry, prev) != digest
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
+            raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
+        if altered:
             raise _Bad(f"audit[{n}] (seq {seq}): the entry was altered")
         if previous is not None and seq == previous[0] + 1 and prev != previous[1]:
             raise _Bad(f"audit[{n}] (seq {seq}): does not follow seq {previous[0]}")
