@@ -5,9 +5,13 @@ files, each over real sockets or through the real CLI.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,8 +22,8 @@ from gateway.evidence import rating_update_id
 from gateway.evidence_file import FORMAT
 from gateway.lifecycle import seconds
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from tests.federation import FakeClock, federation
-from tests.test_evidence import cli
+from tests.federation import PARTNERS_TOML, FakeClock, federation
+from tests.test_evidence import cli, edit_case, trusted
 from tests.test_supervision import MONDAY_9AM, events_of, move, submit
 
 K = pb.EventKind
@@ -101,3 +105,83 @@ def test_verify_never_crashes_on_a_malformed_file(tmp_path: Path) -> None:
     direct = evidence_file.verify({"format": FORMAT, "keys": {"keys": []}, "items": [],
                                    "audit": [{"seq": 1, "detail": "\ud800"}]})
     assert not direct.ok
+
+
+DOC = pb.MaterialRef(name="户口本", sha256="ab" * 32, size_bytes=1000,
+                     media_type="application/pdf")
+
+
+@pytest.fixture(scope="module")
+def full_life(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The evidence file of a case that went through everything at 320100-gw: a 补正 and
+    the origin's supplement, completion, postal delivery, a 差评 and its rectification."""
+    tmp = tmp_path_factory.mktemp("full-life")
+
+    async def life() -> str:
+        async with federation(tmp, auto="manual", gateways=("320100-gw",)) as fed:
+            case = await submit(fed, "FULL-1")
+            steps: list[tuple[str, int, dict[str, Any]]] = [
+                ("320100", pb.CASE_STATE_ACCEPTED, {}),
+                ("320100", pb.CASE_STATE_PROCESSING, {}),
+                ("320100", pb.CASE_STATE_SUPPLEMENT_REQUESTED,
+                 {"missing_materials": ["户口本"], "note": "补正"}),
+                ("320105", 0, {"supplement": [DOC]}),
+                ("320100", pb.CASE_STATE_PROCESSING, {}),
+                ("320100", pb.CASE_STATE_COMPLETED, {"note": "准予"}),
+                ("320100", pb.CASE_STATE_RESULT_DELIVERED, {"delivery": pb.ResultDelivery(
+                    method=pb.DELIVERY_METHOD_POSTAL, carrier="EMS",
+                    tracking_number="EA123")}),
+            ]
+            for n, (partner, state, fields) in enumerate(steps):
+                await move(fed, case.case_id, f"full-{n}", state, partner, **fields)
+            await fed.client("320105").rate(case.case_id, 1, pb.RATING_CHANNEL_WEB, "慢")
+            await fed.client("320100").update(pb.CaseUpdate(
+                case_id=case.case_id, update_id="full-fix", rectification_report="已整改"))
+            return case.case_id
+
+    case_id = asyncio.run(life())
+    out = tmp / "evidence.json"
+    done = cli("evidence", "export", case_id, "--config", str(PARTNERS_TOML), "--as",
+               "320100-gw", "--db", str(tmp / "320100-gw" / "gateway.sqlite3"), "--out",
+               str(out))
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return document
+
+
+def test_a_genuine_file_with_a_supplement_verifies(full_life: dict[str, Any]) -> None:
+    verdict = evidence_file.verify(full_life, trusted())
+    assert verdict.ok, verdict.summary
+
+
+def test_a_file_whose_case_says_what_nobody_signed_is_bad(full_life: dict[str, Any]) -> None:
+    """The case inside the file is the gateway's own record, signed by nobody: each thing
+    it says a platform did must be what that platform's statement says, at the time the
+    gateway received it. Each edit here used to verify OK."""
+    assert evidence_file.verify(full_life, trusted()).ok
+
+    def at(n: int, shift: int) -> Callable[[pb.Case], None]:
+        return lambda case: setattr(case.timeline[n].at, "seconds",
+                                    case.timeline[n].at.seconds + shift)
+
+    edits: dict[str, Callable[[pb.Case], None]] = {
+        "a state nobody set": lambda case: setattr(case, "state", pb.CASE_STATE_REJECTED),
+        "a change dated a year later": at(3, 365 * 86400),
+        "a change's note": lambda case: setattr(case.timeline[-1], "note", "驳回"),
+        "a rectification nobody reported": lambda case: setattr(
+            case.rating, "rectification_report", "已全部整改"),
+        "a delivery nobody made": lambda case: setattr(
+            case.delivery, "tracking_number", "EA999"),
+        "a material nobody supplied": lambda case: case.materials.append(
+            pb.MaterialRef(name="x", sha256="cd" * 32, size_bytes=1,
+                           media_type="application/pdf")),
+        "a submission dated a year earlier": lambda case: setattr(
+            case.submitted_at, "seconds", case.submitted_at.seconds - 365 * 86400),
+    }
+    for name, change in edits.items():
+        verdict = evidence_file.verify(edit_case(full_life, change), trusted())
+        assert not verdict.ok, f"{name}: {verdict.summary}"
+    moved = copy.deepcopy(full_life)  # a statement "received" years after it was signed
+    moved["items"][1]["received_at"] += 3 * 365 * 86400
+    verdict = evidence_file.verify(moved, trusted())
+    assert not verdict.ok, verdict.summary
