@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,18 @@ from gateway import evidence_file
 from gateway.client import CallError
 from gateway.evidence import rating_update_id
 from gateway.evidence_file import FORMAT
-from gateway.lifecycle import seconds
+from gateway.lifecycle import seconds, timestamp
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from tests.federation import PARTNERS_TOML, FakeClock, federation
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from tests.federation import PARTNERS_TOML, FakeClock, Federation, federation
+from tests.test_bad_input import CITIZEN, token
 from tests.test_evidence import cli, edit_case, trusted
 from tests.test_supervision import MONDAY_9AM, events_of, move, submit
+from tests.test_trust import FORWARD, ROGUE, at_gateway, refused, submitted
 
 K = pb.EventKind
+SUBMIT = "/tongban.v1.Gateway/SubmitCase"
+SUBMIT_BUNDLE = "/tongban.v1.Gateway/SubmitBundle"
 
 
 @pytest.mark.asyncio
@@ -185,3 +191,40 @@ def test_a_file_whose_case_says_what_nobody_signed_is_bad(full_life: dict[str, A
     moved["items"][1]["received_at"] += 3 * 365 * 86400
     verdict = evidence_file.verify(moved, trusted())
     assert not verdict.ok, verdict.summary
+
+
+@pytest.mark.asyncio
+async def test_a_peer_cannot_put_a_single_case_into_a_bundle(manual_fed: Federation) -> None:
+    """`bundle_id` is the origin gateway's, not signed by the origin; it must still agree
+    with what the origin signed: a SubmitCase makes a case of no bundle, a SubmitBundle
+    a part of one. A rogue peer used to be able to pass a single case off as a 一件事
+    part (and a part as a single case) to the gateways behind it."""
+    fed = manual_fed
+    real = await at_gateway(fed, "310000-gw", (await submitted(fed, "BND-REAL")).case_id)
+    now = time.time()
+    for n, (method, bundle_id) in enumerate((
+            (SUBMIT, "01JB0000000000000000000BND"),
+            (SUBMIT_BUNDLE, ""))):
+        number = f"BND-{n}"
+        single = gw.SubmitCaseRequest(case_number=number, target_division="310115",
+                                      item_code="shebao-zy", applicant=CITIZEN)
+        request = (single.SerializeToString() if method == SUBMIT else
+                   gw.SubmitBundleRequest(bundle_number=f"B-{n}", name="一件事", parts=[
+                       single, gw.SubmitCaseRequest(
+                           case_number=f"{number}b", target_division="310115",
+                           item_code="shebao-zy", applicant=CITIZEN)]).SerializeToString())
+        case = pb.Case(case_id=f"01JB000000000000000000000{n}", case_number=number,
+                       origin_partner="320105", origin_gateway="320100-gw",
+                       target_division="310115", requested_division="310115",
+                       target_partner="310115", item_code="shebao-zy",
+                       mode=real.mode, scope=real.scope, alliance=real.alliance,
+                       applicant=CITIZEN, state=pb.CASE_STATE_SUBMITTED,
+                       submitted_at=timestamp(now), updated_at=timestamp(now),
+                       bundle_id=bundle_id,
+                       origin_statement=pb.Statement(request=request, token=token(
+                           request, method=method, now=now)))
+        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(now), actor="320105",
+                          update_id=f"submit:{case.case_id}")
+        body = gw.ForwardCaseRequest(case=case, hops=2,
+                                     path=["320100-gw", ROGUE]).SerializeToString()
+        await refused(fed, body, method=FORWARD, gateway="310000-gw", field="case.bundle_id")
