@@ -140,8 +140,8 @@ def _evidence(args: argparse.Namespace) -> int:
             document = json.loads(Path(args.file).read_text(encoding="utf-8"))
             keys = (evidence_file.keys_from_jwks(json.loads(Path(args.jwks).read_text(
                 encoding="utf-8"))) if args.jwks else None)
-        except (OSError, ValueError) as exc:
-            print(f"tongban: cannot read {exc}", file=sys.stderr)
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: deep JSON
+            print(f"tongban: cannot read {str(exc)[:200]}", file=sys.stderr)
             return 2
         verdict = evidence_file.verify(document, keys)
         print(verdict.summary if verdict.ok else f"BAD: {verdict.summary}")

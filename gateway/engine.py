@@ -268,6 +268,13 @@ class Engine:
         if not claims.iat - skew <= submitted <= claims.exp + skew:
             raise PermissionDenied("the case was not admitted while its origin's token was "
                                    "valid", field="case.submitted_at")
+        part = claims.mth == evidence.SUBMIT_BUNDLE
+        if part != bool(case.bundle_id) or (part and not CASE_ID.fullmatch(case.bundle_id)):
+            # the origin gateway names the bundle; what its origin signed says whether
+            # the case is part of one
+            raise PermissionDenied(f"{origin.id} signed {claims.mth.rsplit('/', 1)[-1]}: "
+                                   "a bundle's part has its bundle's id, a single case none",
+                                   field="case.bundle_id")
         submission = evidence.submission_of(claims.mth, case.origin_statement.request,
                                             case.case_number)
         expected, route, _ = self._build_case(

@@ -36,6 +36,10 @@ HOP_CASE_FIELDS = frozenset({"target_partner", "deadline", "origin_statement"})
 # what only a gateway fills in, on each hop, for an update: never compared
 GATEWAY_UPDATE_FIELDS = ("actor", "at", "statement")
 GATEWAY_RATING_FIELDS = ("at", "rater", "rectification_deadline")
+# update ids the gateways make themselves (a submission, a delivery mark, a timer, a
+# cancellation, a rating): an author's UpdateCase may not take one first, or the real
+# change would be answered `duplicate` and dropped (an overdue alarm, a 差评)
+RESERVED_UPDATE_IDS = ("submit:", "delivered:", "timer:", "cancel:", "rate:")
 
 
 def rating_update_id(score: int, channel: int, comment: str) -> str:
@@ -81,6 +85,9 @@ def update_from(method: str, request: bytes) -> pb.CaseUpdate:
         message = _parse(gw.UpdateCaseRequest, request, "update")
         assert isinstance(message, gw.UpdateCaseRequest)
         update = message.update
+        if update.update_id.startswith(RESERVED_UPDATE_IDS):
+            raise InvalidArgument(f"update ids starting {', '.join(RESERVED_UPDATE_IDS)} "
+                                  "are the gateway's own", field="update.update_id")
         check_timestamps(update, "update")  # as the author sent them, before `at` moves
         if update.HasField("rating"):
             raise InvalidArgument("ratings go through RateCase", field="update.rating")

@@ -30,7 +30,12 @@ from gateway.signing import PublicKey, Verifier, public_key_from_jwk, verify_rec
 from gateway.store import CaseEvidence
 
 FORMAT = "tongban-evidence/1"
-GATEWAY_MADE = ("submit:", "delivered:")  # timeline entries that are not a platform's update
+# timeline entries that are not a platform's update
+GATEWAY_MADE = ("submit:", "delivered:")
+# a receipt time lies within its token's validity, give or take the receiving gateway's
+# clock skew (`[limits] clock_skew_s`, 60 s by default; this bounds any sane setting)
+TIME_SKEW_S = 300
+TIME_TOLERANCE_S = 0.001  # a float of seconds against a Timestamp's nanoseconds
 AUDIT_FIELDS = ("seq", "at", "caller", "method", "case_id", "digest", "kid", "jti",
                 "outcome", "detail", "prev_hash", "hash")
 
@@ -88,16 +93,19 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, list[PublicKey]]:
     from datetime import UTC, datetime
 
     out: dict[str, list[PublicKey]] = {}
-    entries = jwks.get("keys")
+    entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(entries, list):
         raise ValueError('a JWKS is an object with a "keys" array')
     for n, jwk in enumerate(entries):
         kid = jwk.get("kid") if isinstance(jwk, dict) else None
         if not isinstance(kid, str) or "#" not in kid:
             raise ValueError(f'keys[{n}]: kid must be "<party>#<key id>"')
-        window = {name: datetime.fromtimestamp(jwk[member], UTC)
-                  for name, member in (("not_before", "nbf"), ("not_after", "exp"))
-                  if isinstance(jwk.get(member), int | float)}
+        try:
+            window = {name: datetime.fromtimestamp(jwk[member], UTC)
+                      for name, member in (("not_before", "nbf"), ("not_after", "exp"))
+                      if isinstance(jwk.get(member), int | float)}
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"keys[{n}]: nbf/exp is not a time ({exc})") from None
         key = public_key_from_jwk(jwk, kid=kid, **window)
         out.setdefault(key.owner, []).append(key)
     return out
@@ -108,6 +116,8 @@ def verify(document: Mapping[str, Any],
     """Check an evidence file; keys: the trusted keys by owner (None: the file's own
     keys, which proves the file is consistent, not who made it)."""
     try:
+        if not isinstance(document, Mapping):
+            raise _Bad("not a JSON object")
         return Verdict(True, _verify(document, keys))
     except _Bad as bad:
         return Verdict(False, str(bad))
@@ -129,8 +139,7 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
     items = document.get("items")
     if not isinstance(items, list) or not items:
         raise _Bad("items: the case's statements are missing")
-    proven: dict[str, str] = {}  # update_id -> author
-    ratings: list[tuple[str, pb.Rating]] = []  # (author, what it signed)
+    proven: dict[str, tuple[str, pb.CaseUpdate, float]] = {}  # id -> author, said, when
     authors = []
     for n, item in enumerate(items):
         where = f"item {n}"
@@ -138,37 +147,85 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
         methods = evidence.SUBMISSIONS if n == 0 else evidence.UPDATES
         try:
             claims = checker.check(statement, methods=methods, field=where)
+            received = _received(item, claims, where)
             if n == 0:
-                _same_submission(case, claims.iss, claims.mth, statement.request)
+                submitted = _same_submission(case, claims.iss, claims.mth,
+                                             statement.request)
+                if abs(received - _seconds(case.submitted_at)) > TIME_TOLERANCE_S:
+                    raise _Bad(f"{where}: the case's submitted_at is not its receipt time")
             else:
                 update = evidence.update_from(claims.mth, statement.request)
                 if update.case_id != case.case_id:
                     raise _Bad(f"{where} ({claims.mth} by {claims.iss}): it is about case "
                                f"{update.case_id[:40]!r}, not this one")
-                proven[update.update_id] = claims.iss
-                if update.HasField("rating"):
-                    ratings.append((claims.iss, update.rating))
+                proven[update.update_id] = (claims.iss, update, received)
         except GatewayError as exc:
             raise _Bad(f"{where}: {exc.message}") from None
         authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
-    for change in case.timeline:
-        # the submission is item 0; FORWARDED is a gateway's delivery mark: every other
-        # change was made by a platform and must have its statement
-        made_by_platform = not change.update_id.startswith(GATEWAY_MADE)
-        if made_by_platform and proven.get(change.update_id) != change.actor:
-            raise _Bad(f"case timeline: the change to {pb.CaseState.Name(change.state)} by "
-                       f"{change.actor} ({change.update_id}) has no signed statement")
-    if case.HasField("rating") and not any(
-            author == case.rating.rater == case.origin_partner
-            and (said.score, said.channel, said.comment)
-            == (case.rating.score, case.rating.channel, case.rating.comment)
-            for author, said in ratings):
-        raise _Bad("case rating: no signed statement of the origin gives this rating")
+    _same_changes(case, proven, submitted)
     receipts = _receipts(document.get("receipts", []), keys)
     checked = _audit(document.get("audit"))
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
             f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
             f"{trusted}; {checked} audit entries intact")
+
+
+def _seconds(ts: Any) -> float:
+    return float(ts.ToNanoseconds()) / 1e9
+
+
+def _received(item: Mapping[str, Any], claims: Any, where: str) -> float:
+    """An item's receipt time: a gateway stamps it while the author's token is valid
+    (give or take a clock skew; TIME_SKEW_S bounds any configured one)."""
+    received = item.get("received_at")
+    if not isinstance(received, int | float) or isinstance(received, bool) or not (
+            claims.iat - TIME_SKEW_S <= received <= claims.exp + TIME_SKEW_S):
+        raise _Bad(f"{where}: received_at is not a time while its token was valid")
+    return float(received)
+
+
+def _same_changes(case: pb.Case, proven: Mapping[str, tuple[str, pb.CaseUpdate, float]],
+                  submitted: int) -> None:
+    """Every change the case records a platform made is what that platform signed, at
+    the time the gateway received it; the case's state, delivery, rating, rectification
+    and supplemented materials each come from a statement."""
+    for change in case.timeline:
+        # the submission is item 0; FORWARDED is a gateway's delivery mark: every other
+        # change was made by a platform and must have its statement
+        if change.update_id.startswith(GATEWAY_MADE):
+            continue
+        author, said, received = proven.get(change.update_id, ("", pb.CaseUpdate(), 0.0))
+        what = (f"case timeline: the change to {pb.CaseState.Name(change.state)} by "
+                f"{change.actor} ({change.update_id})")
+        if author != change.actor:
+            raise _Bad(f"{what} has no signed statement")
+        # a target's first report passes FORWARDED on its way (gateway/cases.py plan)
+        if (change.state not in (said.state, pb.CASE_STATE_FORWARDED)
+                or change.note != said.note or change.claimed_at != said.claimed_at
+                or abs(_seconds(change.at) - received) > TIME_TOLERANCE_S):
+            raise _Bad(f"{what} is not what its statement says, when it was received")
+    if case.timeline and case.state != case.timeline[-1].state:
+        raise _Bad("case state: not the state its last timeline change set")
+    updates = [said for _, said, _ in proven.values()]
+    if case.HasField("delivery") and not any(u.delivery == case.delivery for u in updates):
+        raise _Bad("case delivery: no signed statement gives this delivery")
+    rating = case.rating
+    if case.HasField("rating") and not any(
+            author == rating.rater == case.origin_partner and said.HasField("rating")
+            and (said.rating.score, said.rating.channel, said.rating.comment)
+            == (rating.score, rating.channel, rating.comment)
+            for author, said, _ in proven.values()):
+        raise _Bad("case rating: no signed statement of the origin gives this rating")
+    if rating.rectification_report and not any(
+            author != case.origin_partner
+            and said.rectification_report == rating.rectification_report
+            for author, said, _ in proven.values()):
+        raise _Bad("case rating: no signed statement of the handling side gives this "
+                   "rectification report")
+    supplied = {m.SerializeToString(deterministic=True) for u in updates for m in u.supplement}
+    for ref in case.materials[submitted:]:
+        if ref.SerializeToString(deterministic=True) not in supplied:
+            raise _Bad(f"case materials: {ref.name[:40]!r} was supplied by no statement")
 
 
 def _case(document: Mapping[str, Any]) -> pb.Case:
@@ -187,8 +244,9 @@ def _statement(item: Any, where: str) -> pb.Statement:
                    ) from None
 
 
-def _same_submission(case: pb.Case, author: str, method: str, request: bytes) -> None:
-    """The case says what its origin submitted (the fields its origin chose)."""
+def _same_submission(case: pb.Case, author: str, method: str, request: bytes) -> int:
+    """The case says what its origin submitted (the fields its origin chose; materials
+    supplemented later follow the submitted ones). Returns how many it submitted."""
     said = evidence.submission_of(method, request, case.case_number)
     if author != case.origin_partner:
         raise _Bad(f"item 0: signed by {author}, but the case's origin is "
@@ -198,11 +256,13 @@ def _same_submission(case: pb.Case, author: str, method: str, request: bytes) ->
              ("item_code", said.item_code, case.item_code),
              ("applicant", said.applicant, case.applicant),
              ("form", dict(said.form), dict(case.form)),
-             ("materials", list(said.materials), list(case.materials)),
+             ("materials", list(said.materials),
+              list(case.materials[:len(said.materials)])),
              ("delivery_preference", said.delivery_preference, case.delivery_preference))
     for name, signed, held in pairs:
         if signed != held:
             raise _Bad(f"item 0: the case's {name} is not what {author} submitted")
+    return len(said.materials)
 
 
 def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]]) -> int:
@@ -234,7 +294,11 @@ def _audit(rows: Any) -> int:
             entry = AuditEntry(*(row[name] for name in AUDIT_FIELDS[1:10]))
         except (KeyError, TypeError, ValueError) as exc:
             raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
-        if chain_hash(seq, entry, prev) != digest:
+        try:
+            altered = chain_hash(seq, entry, prev) != digest
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
+            raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
+        if altered:
             raise _Bad(f"audit[{n}] (seq {seq}): the entry was altered")
         if previous is not None and seq == previous[0] + 1 and prev != previous[1]:
             raise _Bad(f"audit[{n}] (seq {seq}): does not follow seq {previous[0]}")
