@@ -303,7 +303,10 @@ class OutboxWorker:
                                "ALERT signatures between this gateway and %s do not check "
                                "out (clock skew? keys rotated?); retrying: %s",
                                destination, exc.message)
-        dead = permanent or entry.attempts + 1 >= self.settings.max_attempts
+        # a probe that finds the destination still down says nothing about its entry: it
+        # spends no attempt, so an outage of any length never dead-letters a case
+        spend = not (probe and unreachable(exc))
+        dead = permanent or (spend and entry.attempts + 1 >= self.settings.max_attempts)
         self._observe("dead" if dead else "failed", destination)
         delay = backoff(entry.attempts, base=self.settings.backoff_base_s,
                         cap=self.settings.backoff_cap_s, rng=self._rng)
@@ -316,7 +319,8 @@ class OutboxWorker:
                                "delivery of outbox %s (%s to %s) failed, retry in %.1fs: %s",
                                entry.id, entry.kind, destination, delay, exc)
         try:
-            await self._store.retry_outbox(entry.id, now + delay, str(exc), dead=dead)
+            await self._store.retry_outbox(entry.id, now + delay, str(exc), dead=dead,
+                                           spend=spend)
         except StoreClosed:
             pass
         except Exception as exc2:

@@ -156,3 +156,31 @@ async def test_retryable_failures_dead_letter_after_max_attempts(tmp_path: Path)
         assert row.attempts == 3 and row.dead
         await asyncio.sleep(0.5)
         assert list_outbox(db)[0].attempts == 3  # parked: no more attempts
+
+
+@pytest.mark.asyncio
+async def test_an_outage_longer_than_max_attempts_dead_letters_nothing(tmp_path: Path) -> None:
+    """Probes of a destination that is down spend no attempt: with max_attempts 3 and a
+    probe every 0.3-0.6 s, three seconds of outage leave the case queued, then delivered
+    (before, the probe after the two failures that opened the breaker killed it)."""
+    port = free_port()  # nothing listens there yet
+    text = grpc_partner_text(port, extra=FAST.format(failures=2, attempts=3))
+    async with federation(tmp_path, text=text) as fed:
+        shanghai = fed.apps["310000-gw"]
+        db = shanghai.config.data_dir / "gateway.sqlite3"
+        ids = await submit(fed, 1, "LONG")
+
+        async def opened() -> bool:
+            return shanghai.engine.outbox.breaker_states().get(
+                "310115", BreakerState.CLOSED) is not BreakerState.CLOSED
+
+        await until(opened)
+        await asyncio.sleep(3.0)  # ten probe intervals: the outage outlasts max_attempts
+        assert not any(row.dead for row in list_outbox(db)), list_outbox(db)
+        platform = Platform(shanghai.config.me.keys)
+        async with serving(platform, port):
+            async def drained() -> bool:
+                return await shanghai.store.count_outbox() == 0
+
+            await until(drained, within=20)
+        assert sorted(platform.cases) == sorted(ids)

@@ -182,8 +182,10 @@ class Store(Protocol):
         ...
 
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
-                           dead: bool = False) -> None:
-        """Count a failed attempt; dead=True parks the entry until an operator re-drives it."""
+                           dead: bool = False, spend: bool = True) -> None:
+        """Count a failed attempt (spend=False: a try that says nothing about the entry,
+        such as a probe of a destination that is down); dead=True parks the entry until
+        an operator re-drives it."""
         ...
 
     async def count_outbox(self) -> int: ...

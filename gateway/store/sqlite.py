@@ -589,11 +589,11 @@ class SqliteStore:
         await self._run(op, lazy=True)
 
     async def retry_outbox(self, entry_id: int, next_at: float, error: str, *,
-                           dead: bool = False) -> None:
+                           dead: bool = False, spend: bool = True) -> None:
         await self._run(lambda conn: conn.execute(
-            "UPDATE outbox SET attempts=attempts+1, next_at=?, last_error=?, dead=?, "
+            "UPDATE outbox SET attempts=attempts+?, next_at=?, last_error=?, dead=?, "
             "lease_until=0 WHERE id=?",
-            (next_at, error[:500], int(dead), entry_id)))
+            (int(spend), next_at, error[:500], int(dead), entry_id)))
 
     async def count_outbox(self) -> int:
         result: int = await self._run(
