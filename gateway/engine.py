@@ -47,6 +47,7 @@ from gateway.store import (
 )
 from gateway.types import Clock, PartnerAdapter
 from gateway.validation import (
+    CASE_NUMBER,
     MODE_NAMES,
     check_delivery,
     check_rating,
@@ -176,8 +177,8 @@ class Engine:
                             statement: pb.Statement) -> gw.SubmitBundleResponse:
         """Admit a 一件事 bundle: every part checked first, then all stored in one commit."""
         partner = self._partner(caller)
-        if not req.bundle_number or len(req.bundle_number) > 64:
-            raise InvalidArgument("is required (1..64 characters)", field="bundle_number")
+        if not CASE_NUMBER.fullmatch(req.bundle_number):
+            raise InvalidArgument("must be 1..64 letters, digits or -_./:", field="bundle_number")
         if not req.name.strip():
             raise InvalidArgument("is required", field="name")
         if not 2 <= len(req.parts) <= MAX_BUNDLE_PARTS:

@@ -193,6 +193,12 @@ def _same_changes(case: pb.Case, proven: Mapping[str, tuple[str, pb.CaseUpdate, 
         # the submission is item 0; FORWARDED is a gateway's delivery mark: every other
         # change was made by a platform and must have its statement
         if change.update_id.startswith(GATEWAY_MADE):
+            # the submission's own entry, or a gateway's delivery mark: nothing else
+            if change.update_id != f"submit:{case.case_id}" and not (
+                    change.update_id.startswith("delivered:")
+                    and change.state == pb.CASE_STATE_FORWARDED):
+                raise _Bad(f"case timeline: {change.update_id[:40]!r} is a gateway's id on "
+                           f"a change to {pb.CaseState.Name(change.state)}")
             continue
         author, said, received = proven.get(change.update_id, ("", pb.CaseUpdate(), 0.0))
         what = (f"case timeline: the change to {pb.CaseState.Name(change.state)} by "

@@ -32,6 +32,8 @@ MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 MAX_COMMITMENT_S = 2 * 366 * 86_400  # a 容缺 commitment is due within two years
 MAX_MATERIAL_BYTES = 50 * 1024 * 1024
 MAX_FORM_FIELDS = 200
+MAX_NOTE_CHARS = 2048  # a clerk's note on a change (the form carries the case's data)
+MAX_LISTED = 100  # materials owed or supplied by one update
 MODE_NAMES = {"fully_online": pb.HANDLING_MODE_FULLY_ONLINE, "proxy": pb.HANDLING_MODE_PROXY,
               "multi_site": pb.HANDLING_MODE_MULTI_SITE}
 
@@ -157,6 +159,16 @@ def check_update(update: pb.CaseUpdate, now: float | None = None) -> None:
                               field="update.state")
     if update.state and update.state not in pb.CaseState.values():
         raise InvalidArgument(f"unknown state {update.state}", field="update.state")
+    if len(update.note) > MAX_NOTE_CHARS:
+        raise InvalidArgument(f"at most {MAX_NOTE_CHARS} characters", field="update.note")
+    if len(update.missing_materials) > MAX_LISTED:
+        raise InvalidArgument(f"at most {MAX_LISTED} materials", field="update.missing_materials")
+    for i, name in enumerate(update.missing_materials):
+        if not name.strip() or len(name) > 128:
+            raise InvalidArgument("names a material in 1..128 characters",
+                                  field=f"update.missing_materials[{i}]")
+    if len(update.supplement) > MAX_LISTED:
+        raise InvalidArgument(f"at most {MAX_LISTED} materials", field="update.supplement")
     check_materials(update.supplement, "update.supplement")
     if update.HasField("delivery"):
         check_delivery(update.delivery, "update.delivery")

@@ -131,6 +131,12 @@ def test_an_edited_file_names_its_first_bad_item(exported: dict[str, Path]) -> N
         case.rating.rater = "310115"
     assert "rating" in check(edit_case(document, rerate))
 
+    def gateway_made(case: pb.Case) -> None:  # a change dressed up as a delivery mark
+        case.timeline.add(state=pb.CASE_STATE_REJECTED, actor="310115",
+                          update_id="delivered:999", at=case.timeline[-1].at)
+        case.state = pb.CASE_STATE_REJECTED
+    assert "delivered:999" in check(edit_case(document, gateway_made))
+
     dropped = copy.deepcopy(document)  # a report whose statement is withheld
     del dropped["items"][2]
     assert "has no signed statement" in check(dropped)

@@ -300,3 +300,29 @@ async def test_keyless_floods_write_nothing_durable(fed: Federation,
     assert len(refusal_lines) <= 2, len(refusal_lines)
     metrics = (await app._metrics()).decode()
     assert "tongban_unauthenticated_calls_total" in metrics
+
+
+@pytest.mark.asyncio
+async def test_updates_and_bundles_are_bounded(manual_fed: Federation) -> None:
+    fed = manual_fed
+    case = await submitted(fed, "BOUND-1")
+    target = fed.client("310115")
+    for update, field in (
+            (pb.CaseUpdate(case_id=case.case_id, update_id="b-1", note="注" * 3000),
+             "update.note"),
+            (pb.CaseUpdate(case_id=case.case_id, update_id="b-2", note="x",
+                           missing_materials=["身份证"] * 101), "update.missing_materials"),
+            (pb.CaseUpdate(case_id=case.case_id, update_id="b-3", note="x",
+                           missing_materials=[""]), "update.missing_materials[0]")):
+        with pytest.raises(CallError) as err:
+            await target.update(update)
+        assert err.value.status is grpc.StatusCode.INVALID_ARGUMENT, err.value
+        assert field in err.value.message, err.value.message
+    with pytest.raises(CallError) as err:
+        await fed.client("320105").submit_bundle(
+            bundle_number="B-1\n", name="一件事",
+            parts=[gw.SubmitCaseRequest(case_number=f"BP-{i}", target_division="320100",
+                                        item_code="gjj-tq", applicant=CITIZEN)
+                   for i in range(2)])
+    assert err.value.status is grpc.StatusCode.INVALID_ARGUMENT
+    assert "bundle_number" in err.value.message
