@@ -74,11 +74,18 @@ class Platform:
             self.refused_statements.append(exc.message)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
 
-    async def _answer(self, method: str, body: bytes, context: Any, out: bytes) -> bytes:
+    async def _verify(self, method: str, body: bytes, context: Any) -> Any:
+        """The gateway's token over these exact bytes, checked before anything is kept."""
         token = next((str(v) for k, v in context.invocation_metadata() or () if k == HEADER),
                      None)
         self.tokens.append(token or "")
-        claims = self.verifier.verify_request(token, method=method, body=body, now=time.time())
+        try:
+            return self.verifier.verify_request(token, method=method, body=body,
+                                                now=time.time())
+        except GatewayError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+
+    async def _answer(self, method: str, claims: Any, context: Any, out: bytes) -> bytes:
         answer, _ = await self.signer.sign(aud=GATEWAY_ID, method=method, body=out,
                                            now=time.time(), request=claims,
                                            alone=not self.batch)
@@ -88,6 +95,8 @@ class Platform:
     async def receive(self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if self.refuse is not None:
             await context.abort(self.refuse, "this platform refuses the gateway for now")
+        method = "/tongban.v1.PartnerPlatform/ReceiveCase"
+        claims = await self._verify(method, body, context)
         case = pp.ReceiveCaseRequest.FromString(body).case
         await self._check(context, case.origin_statement, SUBMISSIONS, case.origin_partner)
         self.calls[case.case_id] += 1
@@ -96,20 +105,21 @@ class Platform:
         out = pp.ReceiveCaseResponse(platform_case_number=f"PD-{len(self.cases)}",
                                      duplicate=duplicate).SerializeToString()
         self.arrived.set()
-        return await self._answer("/tongban.v1.PartnerPlatform/ReceiveCase", body, context,
-                                  out)
+        return await self._answer(method, claims, context, out)
 
     async def receive_update(self, body: bytes,
                              context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if self.refuse is not None:
             await context.abort(self.refuse, "this platform refuses the gateway for now")
+        method = "/tongban.v1.PartnerPlatform/ReceiveUpdate"
+        claims = await self._verify(method, body, context)
         update = pp.ReceiveUpdateRequest.FromString(body).update
         await self._check(context, update.statement, UPDATES, update.actor)
         self.calls[update.update_id] += 1
+        duplicate = update.update_id in self.updates
         self.updates.setdefault(update.update_id, update)
-        out = pp.ReceiveUpdateResponse().SerializeToString()
-        return await self._answer("/tongban.v1.PartnerPlatform/ReceiveUpdate", body, context,
-                                  out)
+        out = pp.ReceiveUpdateResponse(duplicate=duplicate).SerializeToString()
+        return await self._answer(method, claims, context, out)
 
 
 @asynccontextmanager
