@@ -13,11 +13,11 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 
 from gateway import evidence, lifecycle
+from gateway.admission import Admission
 from gateway.bundles import aggregate
 from gateway.cases import TRANSITIONS, Side, State
 from gateway.client import Receipt
-from gateway.config import Config, Gateway, Item, Partner, Supervisor
-from gateway.divisions import resolve
+from gateway.config import Config, Gateway, Partner, Supervisor
 from gateway.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -34,7 +34,7 @@ from gateway.outbox import OutboxWorker
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.routing import Route, RouteTable, Scope, admit
+from gateway.routing import Route, RouteTable
 from gateway.signing import Claims
 from gateway.store import (
     BundleRecord,
@@ -49,17 +49,12 @@ from gateway.types import Clock, PartnerAdapter
 from gateway.validation import (
     CASE_NUMBER,
     MODE_NAMES,
-    check_delivery,
     check_rating,
-    check_submit,
     check_timestamps,
     check_update,
 )
 
 log = logging.getLogger("tongban.engine")
-SCOPES = {Scope.INTRA_PROVINCE: pb.SCOPE_INTRA_PROVINCE,
-          Scope.CROSS_PROVINCE: pb.SCOPE_CROSS_PROVINCE,
-          Scope.METRO_CIRCLE: pb.SCOPE_METRO_CIRCLE}
 MAX_BUNDLE_PARTS = 20
 
 
@@ -72,6 +67,7 @@ class Engine:
         self.statements = evidence.Statements(
             {p.id: p.keys for p in config.partners.values()}, config.self_id,
             max_ttl_s=config.limits.max_token_ttl_s)
+        self.admission = Admission(config, self.routes, self.statements)
         self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
         self.ratio = config.supervision.warning_ratio
         self._watchers: dict[str, set[Latest[pb.Case]]] = {}
@@ -98,47 +94,12 @@ class Engine:
         return party
 
     # -- admission -----------------------------------------------------------------------
-    def _build_case(self, origin: str, req: gw.SubmitCaseRequest, *, case_id: str, at: float,
-                    origin_gateway: str, bundle_id: str, prefix: str
-                    ) -> tuple[pb.Case, Route, str]:
-        """The case a submission makes, its route from here and the division note. No I/O.
-
-        The origin gateway builds a new case with it, and every later gateway rebuilds the
-        forwarded case with it from the origin's own signed request, so what each hop
-        stores is what the origin said, checked against this gateway's catalogue, routes
-        and alliances (a case outside its scope is refused at every hop).
-        """
-        item = check_submit(req, dict(self.config.items), prefix)
-        if req.HasField("delivery_preference"):
-            check_delivery(req.delivery_preference, f"{prefix}delivery_preference")
-        resolution = resolve(req.target_division)
-        if resolution is None:
-            raise NotFound(f"{req.target_division} is not a GB/T 2260 division code",
-                           field=f"{prefix}target_division")
-        route = self.routes.route(resolution.current, field=f"{prefix}target_division")
-        admission = admit(origin[:6], resolution.current, item, self.config.alliances.values())
-        case = pb.Case(
-            case_id=case_id, case_number=req.case_number, origin_partner=origin,
-            origin_gateway=origin_gateway, target_division=resolution.current,
-            requested_division=req.target_division,
-            target_partner=route.destination.partner or "",
-            item_code=item.code, mode=MODE_NAMES[item.mode], scope=SCOPES[admission.scope],
-            alliance=admission.alliance, applicant=req.applicant, form=req.form,
-            materials=req.materials, state=pb.CASE_STATE_SUBMITTED,
-            submitted_at=timestamp(at), updated_at=timestamp(at),
-            deadline=timestamp(self._deadline(item, at)), bundle_id=bundle_id)
-        if req.HasField("delivery_preference"):
-            case.delivery_preference.CopyFrom(req.delivery_preference)
-        case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(at), actor=origin,
-                          update_id=f"submit:{case_id}")
-        return case, route, resolution.note
-
     def _new_case(self, partner: Partner, req: gw.SubmitCaseRequest, digest: str,
                   statement: pb.Statement, field: str = "", bundle_id: str = ""
                   ) -> tuple[CaseRecord, Effects, str]:
         """Check a submission and build its case, ready to store. No I/O."""
         now = self.clock.now()
-        case, route, note = self._build_case(
+        case, route, note = self.admission.build(
             partner.id, req, case_id=new_ulid(now), at=now, origin_gateway=self.config.self_id,
             bundle_id=bundle_id, prefix=f"{field}." if field else "")
         case.origin_statement.CopyFrom(statement)
@@ -147,9 +108,6 @@ class Engine:
         effects = lifecycle.admitted(case, partner.id, self.ratio)
         effects.outbox.append(self._case_outbox(case, route, hops=0, path=[]))
         return record, effects, note
-
-    def _deadline(self, item: Item, now: float) -> float:
-        return self.config.calendar.add(now, item.time_limit_days)
 
     async def submit(self, caller: str, req: gw.SubmitCaseRequest, digest: str,
                      statement: pb.Statement) -> gw.SubmitCaseResponse:
@@ -231,7 +189,7 @@ class Engine:
             raise InvalidArgument("a forwarded case carries the ULID its origin gateway gave "
                                   "it", field="case.case_id")
         check_timestamps(case, "case")
-        expected, route = self._rebuild(case)
+        expected, route = self.admission.rebuild(case)
         if route.next_hop == peer.id:
             raise FailedPrecondition(f"{peer.id} sent back a case this gateway routes to it",
                                      field="case.target_division")
@@ -248,45 +206,6 @@ class Engine:
         if not duplicate:
             self._committed(effects)
         return gw.ForwardCaseResponse(case=record.case, duplicate=duplicate)
-
-    def _rebuild(self, case: pb.Case) -> tuple[pb.Case, Route]:
-        """The forwarded case as its origin's statement makes it, and its route from here;
-        refuse (PERMISSION_DENIED, nothing stored) where the case says anything else."""
-        claims = self.statements.check(case.origin_statement, methods=evidence.SUBMISSIONS,
-                                       field="case.origin_statement")
-        origin = self.config.partners[claims.iss]  # the key was found: a listed partner
-        if claims.iss != case.origin_partner:
-            raise PermissionDenied(f"the case says it comes from {quote(case.origin_partner)}"
-                                   f" but {claims.iss} signed it", field="case.origin_partner")
-        if origin.gateway == self.config.self_id:
-            raise PermissionDenied(f"{origin.id} submits its cases here, not through a peer",
-                                   field="case.origin_partner")
-        if case.origin_gateway != origin.gateway or claims.aud != origin.gateway:
-            raise PermissionDenied(f"{origin.id} submits its cases at {origin.gateway}",
-                                   field="case.origin_gateway")
-        submitted = seconds(case.submitted_at)
-        skew = self.config.limits.clock_skew_s
-        if not claims.iat - skew <= submitted <= claims.exp + skew:
-            raise PermissionDenied("the case was not admitted while its origin's token was "
-                                   "valid", field="case.submitted_at")
-        part = claims.mth == evidence.SUBMIT_BUNDLE
-        if part != bool(case.bundle_id) or (part and not CASE_ID.fullmatch(case.bundle_id)):
-            # the origin gateway names the bundle; what its origin signed says whether
-            # the case is part of one
-            raise PermissionDenied(f"{origin.id} signed {claims.mth.rsplit('/', 1)[-1]}: "
-                                   "a bundle's part has its bundle's id, a single case none",
-                                   field="case.bundle_id")
-        submission = evidence.submission_of(claims.mth, case.origin_statement.request,
-                                            case.case_number)
-        expected, route, _ = self._build_case(
-            origin.id, submission, case_id=case.case_id, at=submitted,
-            origin_gateway=origin.gateway, bundle_id=case.bundle_id, prefix="case.")
-        expected.origin_statement.CopyFrom(case.origin_statement)
-        differs = evidence.differing_field(expected, case, skip=evidence.HOP_CASE_FIELDS)
-        if differs is not None:
-            raise PermissionDenied(f"the case does not say what {origin.id} signed",
-                                   field=f"case.{differs}")
-        return expected, route
 
     def _downstream(self, route: Route) -> str:
         return route.next_hop or route.destination.partner or ""

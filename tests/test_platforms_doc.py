@@ -44,7 +44,7 @@ def example() -> dict[str, Any]:
     # what 310000-gw delivers: the case rebuilt from the origin's statement (engine._rebuild)
     config = load_config(PARTNERS_TOML, self_id="310000-gw")
     engine = Engine(config, None, {}, FakeClock(SUBMITTED_AT))  # type: ignore[arg-type]
-    case, route, _ = engine._build_case("320105", submission(), case_id=CASE_ID,
+    case, route, _ = engine.admission.build("320105", submission(), case_id=CASE_ID,
                                         at=SUBMITTED_AT, origin_gateway="320100-gw",
                                         bundle_id="", prefix="case.")
     assert route.local and route.destination.partner == "310115"
