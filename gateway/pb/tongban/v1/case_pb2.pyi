@@ -30,7 +30,7 @@ class _CaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseState.V
     CASE_STATE_SUBMITTED: _CaseState.ValueType  # 1
     """durable at the origin gateway"""
     CASE_STATE_FORWARDED: _CaseState.ValueType  # 2
-    """durable at the target gateway / platform"""
+    """durable at the next hop (gateway or target platform)"""
     CASE_STATE_ACCEPTED: _CaseState.ValueType  # 3
     """受理"""
     CASE_STATE_REJECTED: _CaseState.ValueType  # 4
@@ -46,7 +46,7 @@ class _CaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseState.V
     CASE_STATE_CANCELLED: _CaseState.ValueType  # 9
     """撤件"""
     CASE_STATE_EXPIRED: _CaseState.ValueType  # 10
-    """超期终止"""
+    """超期终止, set by the target; the gateway never sets it"""
 
 class CaseState(_CaseState, metaclass=_CaseStateEnumTypeWrapper):
     """CaseState is the 办件 lifecycle (DESIGN §6). Transitions live in gateway/cases.py."""
@@ -55,7 +55,7 @@ CASE_STATE_UNSPECIFIED: CaseState.ValueType  # 0
 CASE_STATE_SUBMITTED: CaseState.ValueType  # 1
 """durable at the origin gateway"""
 CASE_STATE_FORWARDED: CaseState.ValueType  # 2
-"""durable at the target gateway / platform"""
+"""durable at the next hop (gateway or target platform)"""
 CASE_STATE_ACCEPTED: CaseState.ValueType  # 3
 """受理"""
 CASE_STATE_REJECTED: CaseState.ValueType  # 4
@@ -71,7 +71,7 @@ CASE_STATE_RESULT_DELIVERED: CaseState.ValueType  # 8
 CASE_STATE_CANCELLED: CaseState.ValueType  # 9
 """撤件"""
 CASE_STATE_EXPIRED: CaseState.ValueType  # 10
-"""超期终止"""
+"""超期终止, set by the target; the gateway never sets it"""
 Global___CaseState: _TypeAlias = CaseState  # noqa: Y015
 
 class _HandlingMode:
@@ -458,8 +458,9 @@ class Case(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
-        """电子监察: end of the item's time limit in working days, set by the origin gateway;
-        moved later by the time a case spends waiting for the applicant (补正)
+        """电子监察: end of the item's time limit in working days after submitted_at, computed
+        by each gateway on the path from the same catalogue and calendar (not taken from
+        the neighbour); moved later by the time a case spends waiting for the applicant (补正)
         """
 
     @_builtins.property
@@ -615,14 +616,18 @@ class Rating(_message.Message):
     channel: Global___RatingChannel.ValueType
     comment: _builtins.str
     rater: _builtins.str
-    """set by the gateway: the partner that relayed the rating"""
+    """set by the gateway: the origin platform that signed the RateCase (every later
+    gateway checks it is the statement's signer)
+    """
     rectification_report: _builtins.str
     """the handling side's 整改 report, once given"""
     @_builtins.property
-    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """set by the gateway: its receipt time of RateCase"""
+
     @_builtins.property
     def rectification_deadline(self) -> _timestamp_pb2.Timestamp:
-        """set when score <= 2"""
+        """set by the gateway when score <= 2: rectification_days working days after `at`"""
 
     def __init__(
         self,
@@ -729,7 +734,11 @@ class CaseUpdate(_message.Message):
     CLAIMED_AT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     update_id: _builtins.str
-    """set by whoever made the update; every hop dedups by it"""
+    """set by the author of an UpdateCase (1..80 letters, digits or _-.:, not starting
+    submit:, delivered:, timer:, rate: or cancel:, the gateways' own: INVALID_ARGUMENT);
+    cancel:<case_id> for CancelCase, rate:<hash> for RateCase; every hop dedups by
+    (case_id, update_id)
+    """
     state: Global___CaseState.ValueType
     """CASE_STATE_UNSPECIFIED when the update changes no state"""
     note: _builtins.str
@@ -759,7 +768,7 @@ class CaseUpdate(_message.Message):
 
     @_builtins.property
     def rating(self) -> Global___Rating:
-        """好差评, after completion"""
+        """好差评, made by RateCase only (refused in an UpdateCase)"""
 
     @_builtins.property
     def statement(self) -> Global___Statement:

@@ -113,14 +113,19 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateCase(self, request, context):
-        """UpdateCase applies a status change or supplement from either side of a case.
+        """UpdateCase applies a status change, supplement, note, result delivery or
+        rectification report from either side of a case (each side sets only the states
+        gateway/cases.py gives it), from a platform, or relayed by a linked gateway with its
+        author's statement. Update ids starting submit:, delivered:, timer:, rate: or
+        cancel: are the gateways' own (INVALID_ARGUMENT); a rating goes through RateCase.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelCase(self, request, context):
-        """CancelCase withdraws a case (撤件) on behalf of its origin.
+        """CancelCase withdraws an open case (撤件): either side may cancel it, the origin's
+        withdrawal being the usual one; not once it is COMPLETED. update_id cancel:<case_id>.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +146,8 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RateCase(self, request, context):
-        """RateCase records the one 好差评 rating of a completed case.
+        """RateCase records the one 好差评 rating of a COMPLETED or RESULT_DELIVERED case, by
+        its origin platform only (the target is refused PERMISSION_DENIED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,7 +176,8 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ForwardCase(self, request, context):
-        """ForwardCase carries an admitted case from one gateway to the next (federation).
+        """ForwardCase carries an admitted case from one gateway to the next (federation);
+        linked gateways only. The receiver rebuilds the case from its origin_statement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,15 +40,24 @@ class GatewayStub:
     GetCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetCaseRequest, _gateway_pb2.GetCaseResponse]
     """GetCase returns a case with its timeline, to its origin or target side only."""
     UpdateCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.UpdateCaseRequest, _gateway_pb2.UpdateCaseResponse]
-    """UpdateCase applies a status change or supplement from either side of a case."""
+    """UpdateCase applies a status change, supplement, note, result delivery or
+    rectification report from either side of a case (each side sets only the states
+    gateway/cases.py gives it), from a platform, or relayed by a linked gateway with its
+    author's statement. Update ids starting submit:, delivered:, timer:, rate: or
+    cancel: are the gateways' own (INVALID_ARGUMENT); a rating goes through RateCase.
+    """
     CancelCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelCaseRequest, _gateway_pb2.CancelCaseResponse]
-    """CancelCase withdraws a case (撤件) on behalf of its origin."""
+    """CancelCase withdraws an open case (撤件): either side may cancel it, the origin's
+    withdrawal being the usual one; not once it is COMPLETED. update_id cancel:<case_id>.
+    """
     WatchCase: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchCaseRequest, _gateway_pb2.WatchCaseResponse]
     """WatchCase streams a case's current state and then every change."""
     ListItems: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListItemsRequest, _gateway_pb2.ListItemsResponse]
     """ListItems returns the item catalogue (事项目录), optionally for one alliance."""
     RateCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RateCaseRequest, _gateway_pb2.RateCaseResponse]
-    """RateCase records the one 好差评 rating of a completed case."""
+    """RateCase records the one 好差评 rating of a COMPLETED or RESULT_DELIVERED case, by
+    its origin platform only (the target is refused PERMISSION_DENIED).
+    """
     SubmitBundle: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBundleRequest, _gateway_pb2.SubmitBundleResponse]
     """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
     all durable or none.
@@ -58,7 +67,9 @@ class GatewayStub:
     Subscribe: _grpc.UnaryStreamMultiCallable[_gateway_pb2.SubscribeRequest, _gateway_pb2.SubscribeResponse]
     """Subscribe streams case events in the caller's scope (审管联动), from a cursor."""
     ForwardCase: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ForwardCaseRequest, _gateway_pb2.ForwardCaseResponse]
-    """ForwardCase carries an admitted case from one gateway to the next (federation)."""
+    """ForwardCase carries an admitted case from one gateway to the next (federation);
+    linked gateways only. The receiver rebuilds the case from its origin_statement.
+    """
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
@@ -72,15 +83,24 @@ class GatewayAsyncStub(GatewayStub):
     GetCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetCaseRequest, _gateway_pb2.GetCaseResponse]  # type: ignore[assignment]
     """GetCase returns a case with its timeline, to its origin or target side only."""
     UpdateCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.UpdateCaseRequest, _gateway_pb2.UpdateCaseResponse]  # type: ignore[assignment]
-    """UpdateCase applies a status change or supplement from either side of a case."""
+    """UpdateCase applies a status change, supplement, note, result delivery or
+    rectification report from either side of a case (each side sets only the states
+    gateway/cases.py gives it), from a platform, or relayed by a linked gateway with its
+    author's statement. Update ids starting submit:, delivered:, timer:, rate: or
+    cancel: are the gateways' own (INVALID_ARGUMENT); a rating goes through RateCase.
+    """
     CancelCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelCaseRequest, _gateway_pb2.CancelCaseResponse]  # type: ignore[assignment]
-    """CancelCase withdraws a case (撤件) on behalf of its origin."""
+    """CancelCase withdraws an open case (撤件): either side may cancel it, the origin's
+    withdrawal being the usual one; not once it is COMPLETED. update_id cancel:<case_id>.
+    """
     WatchCase: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchCaseRequest, _gateway_pb2.WatchCaseResponse]  # type: ignore[assignment]
     """WatchCase streams a case's current state and then every change."""
     ListItems: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListItemsRequest, _gateway_pb2.ListItemsResponse]  # type: ignore[assignment]
     """ListItems returns the item catalogue (事项目录), optionally for one alliance."""
     RateCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RateCaseRequest, _gateway_pb2.RateCaseResponse]  # type: ignore[assignment]
-    """RateCase records the one 好差评 rating of a completed case."""
+    """RateCase records the one 好差评 rating of a COMPLETED or RESULT_DELIVERED case, by
+    its origin platform only (the target is refused PERMISSION_DENIED).
+    """
     SubmitBundle: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBundleRequest, _gateway_pb2.SubmitBundleResponse]  # type: ignore[assignment]
     """SubmitBundle admits a 一件事 bundle: several cases, possibly for several regions,
     all durable or none.
@@ -90,7 +110,9 @@ class GatewayAsyncStub(GatewayStub):
     Subscribe: _aio.UnaryStreamMultiCallable[_gateway_pb2.SubscribeRequest, _gateway_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Subscribe streams case events in the caller's scope (审管联动), from a cursor."""
     ForwardCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ForwardCaseRequest, _gateway_pb2.ForwardCaseResponse]  # type: ignore[assignment]
-    """ForwardCase carries an admitted case from one gateway to the next (federation)."""
+    """ForwardCase carries an admitted case from one gateway to the next (federation);
+    linked gateways only. The receiver rebuilds the case from its origin_statement.
+    """
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
     """Gateway is what regional platforms and peer gateways call.
@@ -119,7 +141,12 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.UpdateCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.UpdateCaseResponse, _abc.Awaitable[_gateway_pb2.UpdateCaseResponse]]:
-        """UpdateCase applies a status change or supplement from either side of a case."""
+        """UpdateCase applies a status change, supplement, note, result delivery or
+        rectification report from either side of a case (each side sets only the states
+        gateway/cases.py gives it), from a platform, or relayed by a linked gateway with its
+        author's statement. Update ids starting submit:, delivered:, timer:, rate: or
+        cancel: are the gateways' own (INVALID_ARGUMENT); a rating goes through RateCase.
+        """
 
     @_abc_1.abstractmethod
     def CancelCase(
@@ -127,7 +154,9 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.CancelCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CancelCaseResponse, _abc.Awaitable[_gateway_pb2.CancelCaseResponse]]:
-        """CancelCase withdraws a case (撤件) on behalf of its origin."""
+        """CancelCase withdraws an open case (撤件): either side may cancel it, the origin's
+        withdrawal being the usual one; not once it is COMPLETED. update_id cancel:<case_id>.
+        """
 
     @_abc_1.abstractmethod
     def WatchCase(
@@ -151,7 +180,9 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.RateCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.RateCaseResponse, _abc.Awaitable[_gateway_pb2.RateCaseResponse]]:
-        """RateCase records the one 好差评 rating of a completed case."""
+        """RateCase records the one 好差评 rating of a COMPLETED or RESULT_DELIVERED case, by
+        its origin platform only (the target is refused PERMISSION_DENIED).
+        """
 
     @_abc_1.abstractmethod
     def SubmitBundle(
@@ -185,6 +216,8 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.ForwardCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ForwardCaseResponse, _abc.Awaitable[_gateway_pb2.ForwardCaseResponse]]:
-        """ForwardCase carries an admitted case from one gateway to the next (federation)."""
+        """ForwardCase carries an admitted case from one gateway to the next (federation);
+        linked gateways only. The receiver rebuilds the case from its origin_statement.
+        """
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,8 +46,11 @@ class ReceiveCaseResponse(_message.Message):
     PLATFORM_CASE_NUMBER_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     platform_case_number: _builtins.str
-    """the target platform's own number for the case"""
+    """the target platform's own number for the case; kept in the delivery's signed
+    receipt (not parsed into the case)
+    """
     duplicate: _builtins.bool
+    """true when this case_id was received before"""
     def __init__(
         self,
         *,
@@ -88,6 +91,7 @@ class ReceiveUpdateResponse(_message.Message):
 
     DUPLICATE_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
+    """true when this (case_id, update_id) was received before"""
     def __init__(
         self,
         *,

@@ -27,7 +27,10 @@ if _version_not_supported:
 
 class PartnerPlatformStub:
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     def __init__(self, channel):
@@ -60,32 +63,40 @@ class PartnerPlatformStub:
 
 class PartnerPlatformServicer:
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     def ReceiveCase(self, request, context):
-        """ReceiveCase hands a case to the target platform; it must dedup by case_id.
+        """ReceiveCase hands a case to the target platform; it must dedup by case_id (each
+        retry has a fresh transport token) and check case.origin_statement. Required.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReceiveUpdate(self, request, context):
-        """ReceiveUpdate hands a status change or supplement to a platform.
+        """ReceiveUpdate hands the other side's update (status change, supplement, result
+        delivery, cancellation, rating, rectification report) to a platform; it must dedup
+        by (case_id, update_id) and check update.statement. Required.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def QueryStatus(self, request, context):
-        """QueryStatus asks the platform for its view of a case.
+        """QueryStatus asks the platform for its view of a case. Optional: no gateway calls it
+        today.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPlatformItems(self, request, context):
-        """ListPlatformItems returns the items the platform handles.
+        """ListPlatformItems returns the items the platform handles. Optional: no gateway
+        calls it today (the catalogue comes from partners.toml).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +135,10 @@ def add_PartnerPlatformServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class PartnerPlatform:
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     @staticmethod

@@ -28,7 +28,10 @@ GRPC_VERSION: str
 
 class PartnerPlatformStub:
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     @_typing.overload
@@ -36,33 +39,57 @@ class PartnerPlatformStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PartnerPlatformAsyncStub: ...
     ReceiveCase: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ReceiveCaseRequest, _partner_pb2.ReceiveCaseResponse]
-    """ReceiveCase hands a case to the target platform; it must dedup by case_id."""
+    """ReceiveCase hands a case to the target platform; it must dedup by case_id (each
+    retry has a fresh transport token) and check case.origin_statement. Required.
+    """
     ReceiveUpdate: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ReceiveUpdateRequest, _partner_pb2.ReceiveUpdateResponse]
-    """ReceiveUpdate hands a status change or supplement to a platform."""
+    """ReceiveUpdate hands the other side's update (status change, supplement, result
+    delivery, cancellation, rating, rectification report) to a platform; it must dedup
+    by (case_id, update_id) and check update.statement. Required.
+    """
     QueryStatus: _grpc.UnaryUnaryMultiCallable[_partner_pb2.QueryStatusRequest, _partner_pb2.QueryStatusResponse]
-    """QueryStatus asks the platform for its view of a case."""
+    """QueryStatus asks the platform for its view of a case. Optional: no gateway calls it
+    today.
+    """
     ListPlatformItems: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ListPlatformItemsRequest, _partner_pb2.ListPlatformItemsResponse]
-    """ListPlatformItems returns the items the platform handles."""
+    """ListPlatformItems returns the items the platform handles. Optional: no gateway
+    calls it today (the catalogue comes from partners.toml).
+    """
 
 @_typing.type_check_only
 class PartnerPlatformAsyncStub(PartnerPlatformStub):
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReceiveCase: _aio.UnaryUnaryMultiCallable[_partner_pb2.ReceiveCaseRequest, _partner_pb2.ReceiveCaseResponse]  # type: ignore[assignment]
-    """ReceiveCase hands a case to the target platform; it must dedup by case_id."""
+    """ReceiveCase hands a case to the target platform; it must dedup by case_id (each
+    retry has a fresh transport token) and check case.origin_statement. Required.
+    """
     ReceiveUpdate: _aio.UnaryUnaryMultiCallable[_partner_pb2.ReceiveUpdateRequest, _partner_pb2.ReceiveUpdateResponse]  # type: ignore[assignment]
-    """ReceiveUpdate hands a status change or supplement to a platform."""
+    """ReceiveUpdate hands the other side's update (status change, supplement, result
+    delivery, cancellation, rating, rectification report) to a platform; it must dedup
+    by (case_id, update_id) and check update.statement. Required.
+    """
     QueryStatus: _aio.UnaryUnaryMultiCallable[_partner_pb2.QueryStatusRequest, _partner_pb2.QueryStatusResponse]  # type: ignore[assignment]
-    """QueryStatus asks the platform for its view of a case."""
+    """QueryStatus asks the platform for its view of a case. Optional: no gateway calls it
+    today.
+    """
     ListPlatformItems: _aio.UnaryUnaryMultiCallable[_partner_pb2.ListPlatformItemsRequest, _partner_pb2.ListPlatformItemsResponse]  # type: ignore[assignment]
-    """ListPlatformItems returns the items the platform handles."""
+    """ListPlatformItems returns the items the platform handles. Optional: no gateway
+    calls it today (the catalogue comes from partners.toml).
+    """
 
 class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
     """PartnerPlatform is what a regional platform implements for its gateway to call.
-    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md).
+    Calls are signed by the gateway exactly as calls to Gateway are (docs/signing.md), and
+    each answer must carry the platform's response token: the gateway keeps the answer
+    bytes and that token as the signed receipt of the delivery (docs/signing.md §8).
+    docs/platforms.md is the implementer's guide.
     """
 
     @_abc_1.abstractmethod
@@ -71,7 +98,9 @@ class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
         request: _partner_pb2.ReceiveCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partner_pb2.ReceiveCaseResponse, _abc.Awaitable[_partner_pb2.ReceiveCaseResponse]]:
-        """ReceiveCase hands a case to the target platform; it must dedup by case_id."""
+        """ReceiveCase hands a case to the target platform; it must dedup by case_id (each
+        retry has a fresh transport token) and check case.origin_statement. Required.
+        """
 
     @_abc_1.abstractmethod
     def ReceiveUpdate(
@@ -79,7 +108,10 @@ class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
         request: _partner_pb2.ReceiveUpdateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partner_pb2.ReceiveUpdateResponse, _abc.Awaitable[_partner_pb2.ReceiveUpdateResponse]]:
-        """ReceiveUpdate hands a status change or supplement to a platform."""
+        """ReceiveUpdate hands the other side's update (status change, supplement, result
+        delivery, cancellation, rating, rectification report) to a platform; it must dedup
+        by (case_id, update_id) and check update.statement. Required.
+        """
 
     @_abc_1.abstractmethod
     def QueryStatus(
@@ -87,7 +119,9 @@ class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
         request: _partner_pb2.QueryStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partner_pb2.QueryStatusResponse, _abc.Awaitable[_partner_pb2.QueryStatusResponse]]:
-        """QueryStatus asks the platform for its view of a case."""
+        """QueryStatus asks the platform for its view of a case. Optional: no gateway calls it
+        today.
+        """
 
     @_abc_1.abstractmethod
     def ListPlatformItems(
@@ -95,6 +129,8 @@ class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
         request: _partner_pb2.ListPlatformItemsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_partner_pb2.ListPlatformItemsResponse, _abc.Awaitable[_partner_pb2.ListPlatformItemsResponse]]:
-        """ListPlatformItems returns the items the platform handles."""
+        """ListPlatformItems returns the items the platform handles. Optional: no gateway
+        calls it today (the catalogue comes from partners.toml).
+        """
 
 def add_PartnerPlatformServicer_to_server(servicer: PartnerPlatformServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
