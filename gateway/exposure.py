@@ -51,12 +51,22 @@ def check_key_file(path: Path, what: str) -> None:
 def check_serving(config: Config) -> None:
     """ConfigError naming the first reason not to serve this configuration."""
     demo = b64url(config.signing_key.raw_public) in DEMO_KEYS
-    if demo:
-        exposed = [a for a in listening(config) if not is_loopback(a)]
-        if exposed:
-            raise ConfigError(f"{config.signing_key.kid} is one of the published demo keys "
-                              f"(demo-keys/); refusing to listen on {exposed[0]}: generate "
-                              "your own with `tongban keys generate`")
+    exposed = [a for a in listening(config) if not is_loopback(a)]
+    if demo and exposed:
+        raise ConfigError(f"{config.signing_key.kid} is one of the published demo keys "
+                          f"(demo-keys/); refusing to listen on {exposed[0]}: generate "
+                          "your own with `tongban keys generate`")
+    if exposed:
+        # a published key listed for anyone lets anyone sign as that party: its calls
+        # and its statements (docs/signing.md §8) would prove nothing
+        parties = [*config.gateways.values(), *config.partners.values(),
+                   *config.supervisors.values()]
+        trusted = next((k for p in parties for k in p.keys
+                        if k.alg == "EdDSA" and b64url(k.raw_public) in DEMO_KEYS), None)
+        if trusted is not None:
+            raise ConfigError(f"partners.toml lists {trusted.kid} with one of the published "
+                              f"demo keys (demo-keys/); refusing to listen on {exposed[0]}: "
+                              "give every party its own key (`tongban keys generate`)")
     elif config.signing_key_path is not None:  # a demo key is public anyway: no secret
         check_key_file(config.signing_key_path, "[self] private_key")
     if config.tls is not None:

@@ -352,6 +352,23 @@ def test_serve_refuses_the_demo_keys_off_loopback(tmp_path: Path) -> None:
     assert "published demo keys" in result.stderr and "0.0.0.0:" in result.stderr
 
 
+def test_serve_refuses_a_federation_that_trusts_demo_keys_off_loopback(
+        tmp_path: Path) -> None:
+    """Its own key is fresh, but partners.toml still lists the other parties' published
+    demo keys: anyone could sign as them (their calls, their statements), so the gateway
+    does not listen off loopback."""
+    config = own_key_config(tmp_path, 0o600)
+    text = config.read_text(encoding="utf-8")
+    port = text.split('grpc = "127.0.0.1:')[3].split('"')[0]  # 310000-gw's fresh port
+    text = text.replace(f'"127.0.0.1:{port}"', f'"0.0.0.0:{port}"')
+    text = text.replace('[self]\n', '[self]\nallow_plaintext = true\n', 1)
+    config.write_text(text, encoding="utf-8")
+    result = serve(config)
+    assert result.returncode == 2, result.stderr
+    assert "lists 320100-gw#k1 with one of the published demo keys" in result.stderr
+    assert "0.0.0.0:" in result.stderr, result.stderr
+
+
 @pytest.mark.asyncio
 async def test_the_store_file_is_owner_only(tmp_path: Path) -> None:
     old = os.umask(0o022)  # the usual umask, which made the store 0644
