@@ -67,7 +67,7 @@ def check_serving(config: Config) -> None:
             raise ConfigError(f"partners.toml lists {trusted.kid} with one of the published "
                               f"demo keys (demo-keys/); refusing to listen on {exposed[0]}: "
                               "give every party its own key (`tongban keys generate`)")
-    elif config.signing_key_path is not None:  # a demo key is public anyway: no secret
+    if not demo and config.signing_key_path is not None:  # a demo key has no secret
         check_key_file(config.signing_key_path, "[self] private_key")
     if config.tls is not None:
         check_key_file(config.tls.key_path, "[self.tls] key")

@@ -69,6 +69,10 @@ def apply(case: pb.Case, update: pb.CaseUpdate, side: Side, ratio: float) -> Eff
     elif State(case.state) not in OPEN and not (update.HasField("rating")
                                                 or update.rectification_report):
         raise FailedPrecondition(f"case is {State(case.state).name}", field="update.case_id")
+    if update.supplement and side is not Side.ORIGIN:
+        # 补正: the applicant's side supplies what is owed; the handling side asks for it
+        raise PermissionDenied("materials are supplied by the origin side (the applicant's)",
+                               field="update.supplement")
     _supplement(case, update, fx)
     if update.HasField("delivery") and State(update.state or case.state) not in (
             State.COMPLETED, State.RESULT_DELIVERED):

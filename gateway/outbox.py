@@ -293,19 +293,23 @@ class OutboxWorker:
         # entry that was refused before says only that this entry is refused, and must
         # not open the circuit for the other cases. A half-open probe that fails reopens.
         counts = probe or unreachable(exc) or (entry.attempts == 0 and not permanent)
+        alert = isinstance(exc, CallError) and exc.alert
         if counts and self.breakers.failure(destination, now):
             log.warning("circuit to %s opened after %d failures in a row",
                         destination, self.settings.breaker_failures)
             self._observe("opened", destination)
-        if isinstance(exc, CallError) and exc.alert:
+        if alert:
             self._observe("unauthenticated", destination)
             self._throttle.log(logging.WARNING, f"alert:{destination}",
                                "ALERT signatures between this gateway and %s do not check "
                                "out (clock skew? keys rotated?); retrying: %s",
-                               destination, exc.message)
+                               destination, exc)
         # a probe that finds the destination still down says nothing about its entry: it
         # spends no attempt, so an outage of any length never dead-letters a case
-        spend = not (probe and unreachable(exc))
+        # Nor does an UNAUTHENTICATED answer (a clock skewed, keys stale in a rotation): it
+        # is raised as an alert and retried until the operator mends it, never
+        # dead-lettered for it
+        spend = not (probe and unreachable(exc)) and not alert
         dead = permanent or (spend and entry.attempts + 1 >= self.settings.max_attempts)
         self._observe("dead" if dead else "failed", destination)
         delay = backoff(entry.attempts, base=self.settings.backoff_base_s,

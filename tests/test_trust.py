@@ -326,3 +326,18 @@ async def test_updates_and_bundles_are_bounded(manual_fed: Federation) -> None:
                    for i in range(2)])
     assert err.value.status is grpc.StatusCode.INVALID_ARGUMENT
     assert "bundle_number" in err.value.message
+
+
+@pytest.mark.asyncio
+async def test_the_handling_side_cannot_supply_the_applicants_materials(
+        manual_fed: Federation) -> None:
+    fed = manual_fed
+    case = await submitted(fed, "SUP-1")
+    ref = pb.MaterialRef(name="章程", sha256="a" * 64, size_bytes=10,
+                         media_type="application/pdf")
+    with pytest.raises(CallError) as err:
+        await fed.client("310115").update(pb.CaseUpdate(
+            case_id=case.case_id, update_id="sup-t", supplement=[ref]))
+    assert err.value.status is grpc.StatusCode.PERMISSION_DENIED, err.value
+    assert "update.supplement" in err.value.message
+    assert len((await at_gateway(fed, "310000-gw", case.case_id)).materials) == 0
