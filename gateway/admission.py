@@ -66,9 +66,10 @@ class Admission:
                           update_id=f"submit:{case_id}")
         return case, route, resolution.note
 
-    def rebuild(self, case: pb.Case) -> tuple[pb.Case, Route]:
+    def rebuild(self, case: pb.Case, peer: str) -> tuple[pb.Case, Route]:
         """The forwarded case as its origin's statement makes it, and its route from here;
-        refuse (PERMISSION_DENIED, nothing stored) where the case says anything else."""
+        refuse (PERMISSION_DENIED, nothing stored) where the case says anything else, or
+        where `peer` could not have brought it on its way from its origin."""
         claims = self.statements.check(case.origin_statement, methods=evidence.SUBMISSIONS,
                                        field="case.origin_statement")
         origin = self.config.partners[claims.iss]  # the key was found: a listed partner
@@ -98,6 +99,11 @@ class Admission:
         expected, route, _ = self.build(
             origin.id, submission, case_id=case.case_id, at=submitted,
             origin_gateway=origin.gateway, bundle_id=case.bundle_id, prefix="case.")
+        if not self.routes.on_path(origin.gateway, route.destination.gateway, peer):
+            # a copy of a real statement, brought from off the path its case travels
+            raise PermissionDenied(f"a case from {origin.gateway} to "
+                                   f"{route.destination.gateway} does not come here from "
+                                   f"{peer}", field="case.origin_gateway")
         expected.origin_statement.CopyFrom(case.origin_statement)
         differs = evidence.differing_field(expected, case, skip=evidence.HOP_CASE_FIELDS)
         if differs is not None:

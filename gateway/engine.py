@@ -189,7 +189,7 @@ class Engine:
             raise InvalidArgument("a forwarded case carries the ULID its origin gateway gave "
                                   "it", field="case.case_id")
         check_timestamps(case, "case")
-        expected, route = self.admission.rebuild(case)
+        expected, route = self.admission.rebuild(case, peer.id)
         if route.next_hop == peer.id:
             raise FailedPrecondition(f"{peer.id} sent back a case this gateway routes to it",
                                      field="case.target_division")

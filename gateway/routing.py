@@ -58,7 +58,9 @@ class RouteTable:
             # a listed partner beats a gateway's blanket announcement of the same prefix
             if known is None or (known.partner is None and dest.partner is not None):
                 self._by_prefix[dest.prefix] = dest
-        self._next_hop = _first_hops(self_id, {k: tuple(v) for k, v in links.items()})
+        graph = {k: tuple(v) for k, v in links.items()}
+        self._next_hop = _first_hops(self_id, graph)
+        self._distance = {node: _distances(node, graph) for node in graph}
 
     @classmethod
     def from_config(cls, config: Config) -> RouteTable:
@@ -93,6 +95,19 @@ class RouteTable:
     def next_hop_to(self, gateway: str) -> str | None:
         return None if gateway == self.self_id else self._next_hop.get(gateway)
 
+    def on_path(self, origin: str, target: str, previous: str) -> bool:
+        """Could a case from gateway `origin` to gateway `target` reach this gateway from
+        its neighbour `previous`? Every hop forwards along a shortest path (BFS), so this
+        gateway lies on one and `previous` is a step closer to the origin. A peer that
+        brings a case from anywhere else brings a copy nobody sent this way."""
+        d = self._distance
+        here = self.self_id
+        try:
+            return (d[origin][here] + d[here][target] == d[origin][target]
+                    and d[origin][previous] == d[origin][here] - 1)
+        except KeyError:  # a gateway no link path reaches
+            return False
+
 
 def _first_hops(origin: str, links: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
     """BFS over gateway links (both directions must list each other to count)."""
@@ -108,6 +123,20 @@ def _first_hops(origin: str, links: Mapping[str, tuple[str, ...]]) -> dict[str, 
             first[nxt] = via or nxt
             queue.append((nxt, via or nxt))
     return first
+
+
+def _distances(origin: str, links: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
+    """Hops from origin to every gateway it reaches (links count when both sides list
+    them, as in _first_hops)."""
+    distance = {origin: 0}
+    queue: deque[str] = deque([origin])
+    while queue:
+        node = queue.popleft()
+        for nxt in links.get(node, ()):
+            if nxt not in distance and node in links.get(nxt, ()):
+                distance[nxt] = distance[node] + 1
+                queue.append(nxt)
+    return distance
 
 
 @dataclass(frozen=True, slots=True)

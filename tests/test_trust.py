@@ -22,7 +22,7 @@ from gateway.lifecycle import seconds, timestamp
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.store.sqlite import read_evidence
-from tests.federation import Federation, federation, until
+from tests.federation import Federation, federation, federation_text, until
 from tests.test_bad_input import CITIZEN, raw_call, token
 
 FORWARD = "/tongban.v1.Gateway/ForwardCase"
@@ -341,3 +341,37 @@ async def test_the_handling_side_cannot_supply_the_applicants_materials(
     assert err.value.status is grpc.StatusCode.PERMISSION_DENIED, err.value
     assert "update.supplement" in err.value.message
     assert len((await at_gateway(fed, "310000-gw", case.case_id)).materials) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_leaked_statement_brought_from_off_the_path_is_refused(
+        tmp_path: Path) -> None:
+    """南京 and 上海 link directly (a triangle with 江苏): a case from 建邺 to 浦东 goes
+    320100-gw → 310000-gw. The rogue 320000-gw holds a leaked but genuine statement of
+    320105 and brings the case to 上海 itself, first, to own its way back. It is not on
+    the case's path, so 上海 refuses it and the real case arrives as usual."""
+    text = federation_text("manual")
+    for me, other in (("320100-gw", "310000-gw"), ("310000-gw", "320100-gw")):
+        head = f'[[gateways]]\nid = "{me}"'
+        start = text.index(head)
+        end = text.index("\n[[", start + len(head))
+        block = text[start:end].replace('links = ["320000-gw"]',
+                                        f'links = ["320000-gw", "{other}"]')
+        text = text[:start] + block + text[end:]
+    assert 'links = ["320000-gw", "310000-gw"]' in text
+    assert 'links = ["320000-gw", "320100-gw"]' in text
+    async with federation(tmp_path, auto="manual", text=text) as fed:
+        nanjing = fed.apps["320100-gw"]
+        request = gw.SubmitCaseRequest(case_number="LEAK-9", target_division="310115",
+                                       item_code="shebao-zy", applicant=CITIZEN)
+        body = request.SerializeToString()
+        leaked = pb.Statement(request=body, token=token(body))
+        case, _, _ = nanjing.engine.admission.build(
+            "320105", request, case_id="01JB0000000000000000000099", at=time.time(),
+            origin_gateway="320100-gw", bundle_id="", prefix="")
+        case.origin_statement.CopyFrom(leaked)
+        forward = gw.ForwardCaseRequest(case=case, hops=1, path=["320100-gw"])
+        await refused(fed, forward.SerializeToString(), method=FORWARD, gateway="310000-gw",
+                      field="case.origin_gateway")
+        real = await submitted(fed, "LEAK-10")  # the direct path works
+        assert (await at_gateway(fed, "310000-gw", real.case_id)).case_number == "LEAK-10"
