@@ -423,7 +423,7 @@ class Live:
                 self._event_seq = seq
                 if pb.CaseEvent.FromString(body).actor not in (GATEWAY, ""):
                     self._caller_events += 1
-            aimed = [*self.current.values(), *self.parts]
+            aimed = list(self.current.values())  # rotated out once changed: no timers
             marks = ",".join("?" * len(aimed))
             records = db.execute(f"SELECT case_id, record FROM cases WHERE case_id IN ({marks}) "
                                  "ORDER BY case_id", aimed).fetchall()
