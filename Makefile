@@ -22,7 +22,7 @@ test: $(BIN)/tongban lint
 
 # the full fuzz run (tests/test_fuzz.py); `make test` runs a short one
 fuzz: $(BIN)/tongban
-	TONGBAN_FUZZ_EXAMPLES=$${TONGBAN_FUZZ_EXAMPLES:-10000} $(BIN)/pytest -m fuzz -p no:logging
+	TONGBAN_FUZZ_EXAMPLES=$${TONGBAN_FUZZ_EXAMPLES:-10000} $(BIN)/pytest -m fuzz --show-capture=no
 
 lint: $(BIN)/tongban
 	$(BIN)/python scripts/gen_proto.py --check
