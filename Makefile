@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint proto check serve bench
+.PHONY: demo test lint proto check serve bench fuzz
 
 $(BIN)/tongban: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ serve: $(BIN)/tongban
 
 test: $(BIN)/tongban lint
 	$(BIN)/pytest
+
+# the full fuzz run (tests/test_fuzz.py); `make test` runs a short one
+fuzz: $(BIN)/tongban
+	TONGBAN_FUZZ_EXAMPLES=$${TONGBAN_FUZZ_EXAMPLES:-10000} $(BIN)/pytest -m fuzz --show-capture=no
 
 lint: $(BIN)/tongban
 	$(BIN)/python scripts/gen_proto.py --check
