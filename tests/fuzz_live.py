@@ -272,14 +272,18 @@ class Live:
         self.case_ids = [*self.first.values(), *self.parts]
         self.bundle_ids = [bundle.bundle.bundle_id]
         now = time.time()
-        forwarded = pb.Case(
-            case_id=new_ulid(now), case_number="FZ-FWD", origin_partner="320000",
-            origin_gateway="320000-gw", target_division="320105", requested_division="320105",
-            item_code="jdc-wf", mode=pb.HANDLING_MODE_PROXY, scope=pb.SCOPE_INTRA_PROVINCE,
-            applicant=CITIZEN, state=pb.CASE_STATE_SUBMITTED, submitted_at=timestamp(now),
-            updated_at=timestamp(now), deadline=timestamp(now + 86400 * 5))
-        forwarded.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(now),
-                               actor="320000", update_id=f"submit:{forwarded.case_id}")
+        # a case 启东's neighbour 320000 submitted at 320000-gw, as that gateway builds it,
+        # with 320000's own signed request (the statement every hop checks)
+        origin_req = gw.SubmitCaseRequest(case_number="FZ-FWD", target_division="320105",
+                                          item_code="jdc-wf", applicant=CITIZEN)
+        origin_body = origin_req.SerializeToString()
+        origin_token, _ = sign(key_of("320000"), iss="320000", aud="320000-gw",
+                               method=SERVICE + "SubmitCase", body=origin_body, now=now)
+        forwarded, _, _ = self.fed.apps["320000-gw"].engine.admission.build(
+            "320000", origin_req, case_id=new_ulid(now), at=now, origin_gateway="320000-gw",
+            bundle_id="", prefix="")
+        forwarded.origin_statement.CopyFrom(pb.Statement(request=origin_body,
+                                                         token=origin_token))
         submit_req = gw.SubmitCaseRequest(
             case_number="FZ-NEW", target_division="310115", item_code="shebao-zy",
             applicant=CITIZEN, form={"地址": "南京市建邺区", "备注": "无"}, materials=[MATERIAL],
