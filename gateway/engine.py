@@ -66,7 +66,8 @@ class Engine:
         self.routes = RouteTable.from_config(config)
         self.statements = evidence.Statements(
             {p.id: p.keys for p in config.partners.values()}, config.self_id,
-            max_ttl_s=config.limits.max_token_ttl_s)
+            max_ttl_s=config.limits.max_token_ttl_s,
+            homes={p.id: p.gateway for p in config.partners.values()})
         self.admission = Admission(config, self.routes, self.statements)
         self.outbox = OutboxWorker(store, self._deliver, clock, config.outbox)
         self.ratio = config.supervision.warning_ratio

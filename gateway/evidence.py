@@ -152,8 +152,10 @@ class Statements:
     """
 
     def __init__(self, partners: Mapping[str, Sequence[PublicKey]], audience: str, *,
-                 max_ttl_s: int = 300) -> None:
+                 max_ttl_s: int = 300, homes: Mapping[str, str] | None = None) -> None:
+        """homes: each platform's own gateway, the audience its statements must name."""
         self._keys = partners
+        self._homes = homes or {}
         self._verifier = Verifier(audience=audience, keys_for=self._keys_of,
                                   max_ttl_s=max_ttl_s)
 
@@ -170,7 +172,8 @@ class Statements:
         if not statement.token:
             raise PermissionDenied("the author's signed statement is missing", field=field)
         try:
-            claims = verify_statement(self._verifier, statement.token, body=statement.request)
+            claims = verify_statement(self._verifier, statement.token, body=statement.request,
+                                      home=self._homes.get)
         except Unauthenticated as exc:
             raise PermissionDenied(f"the author's statement does not verify: {exc.message}",
                                    field=field) from None

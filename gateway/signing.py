@@ -591,7 +591,8 @@ class Verifier:
                       kid=kid)
 
 
-def verify_statement(verifier: Verifier, token: str, *, body: bytes) -> Claims:
+def verify_statement(verifier: Verifier, token: str, *, body: bytes,
+                     home: Callable[[str], str | None] | None = None) -> Claims:
     """Check a stored statement (docs/signing.md §8): the author's signature over exactly
     `body`, with a key of the author that was valid when it signed.
 
@@ -600,7 +601,7 @@ def verify_statement(verifier: Verifier, token: str, *, body: bytes) -> Claims:
     which audience, which case) is for the caller to decide from the claims returned.
     A response token (one with `rti`/`rdg`) is never a statement.
     """
-    return _verify_stored(verifier, token, body, response=False)
+    return _verify_stored(verifier, token, body, response=False, home=home)
 
 
 def verify_receipt(verifier: Verifier, token: str, *, body: bytes) -> Claims:
@@ -609,7 +610,8 @@ def verify_receipt(verifier: Verifier, token: str, *, body: bytes) -> Claims:
     return _verify_stored(verifier, token, body, response=True)
 
 
-def _verify_stored(verifier: Verifier, token: str, body: bytes, *, response: bool) -> Claims:
+def _verify_stored(verifier: Verifier, token: str, body: bytes, *, response: bool,
+                   home: Callable[[str], str | None] | None = None) -> Claims:
     what = "receipt" if response else "statement"
     if not token or len(token) > MAX_STATEMENT_TOKEN:
         raise Unauthenticated(f"a {what} needs its signer's token (at most "
@@ -627,10 +629,13 @@ def _verify_stored(verifier: Verifier, token: str, body: bytes, *, response: boo
     if not key.valid_at(iat):
         raise Unauthenticated(f"key {key.kid} was not valid when the {what} was signed")
     aud = claims.get("aud")
-    if isinstance(aud, list) and len(aud) == 1:  # RFC 7519 §4.1.3: one audience, as array
-        claims["aud"] = aud = aud[0]
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        # RFC 7519 §4.1.3: several audiences; the one that matters is the signer's own
+        # gateway (home), which the receiver that first accepted the call was
+        wanted = home(claims["iss"]) if home is not None else None
+        claims["aud"] = aud = wanted if wanted in aud else aud[0]
     if not isinstance(aud, str):
-        raise Unauthenticated(f"a {what} names its one audience")
+        raise Unauthenticated(f"a {what} names its audience")
     for name in ("aud", "jti", "mth", "bdg", *(("rti", "rdg") if response else ())):
         if not isinstance(claims.get(name), str) or not claims[name]:
             raise Unauthenticated(f"{what} claim {name} is required")

@@ -375,3 +375,22 @@ async def test_a_leaked_statement_brought_from_off_the_path_is_refused(
                       field="case.origin_gateway")
         real = await submitted(fed, "LEAK-10")  # the direct path works
         assert (await at_gateway(fed, "310000-gw", real.case_id)).case_number == "LEAK-10"
+
+
+@pytest.mark.asyncio
+async def test_a_submission_with_several_audiences_crosses_every_hop(
+        manual_fed: Federation) -> None:
+    """RFC 7519 lets aud be an array; the statement's audience that counts at every hop
+    is the origin's own gateway, wherever it stands in the array."""
+    from tests.test_bad_input import GOOD_HEADER, forged, submit_claims
+
+    fed = manual_fed
+    body = gw.SubmitCaseRequest(case_number="AUD-1", target_division="310115",
+                                item_code="shebao-zy", applicant=CITIZEN).SerializeToString()
+    signed = forged(GOOD_HEADER, submit_claims(body, aud=["320000-gw", "320100-gw"]))
+    address = fed.apps["320100-gw"].config.me.grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        raw = await channel.unary_unary("/tongban.v1.Gateway/SubmitCase")(
+            body, metadata=(("x-tongban-signature", signed),), timeout=5)
+    case = gw.SubmitCaseResponse.FromString(raw).case
+    await fed.platform("310115").wait_for(case.case_id)  # two hops, checked at each
