@@ -318,11 +318,21 @@ class _Loader:
         failures_burst = lim.get("auth_failures_burst", int, Limits.auth_failures_burst)
         if failures_burst < 1:
             raise lim.fail("auth_failures_burst", "must be a positive integer")
+        bounds = {"max_hops": (1, 16), "clock_skew_s": (0, 600),
+                  "max_token_ttl_s": (1, 3600), "max_message_bytes": (1024, 64 << 20)}
+        numbers: dict[str, int] = {}
+        for name, (low, high) in bounds.items():
+            numbers[name] = lim.get(name, int, getattr(Limits, name))
+            if not low <= numbers[name] <= high:
+                raise lim.fail(name, f"must be {low}..{high}")
+        _refuse_unknown(lim, "[limits]", {*bounds, *(f.name for f in fields(CallerLimits)),
+                                          "auth_failures_per_second", "auth_failures_burst"})
+        _refuse_unknown(me, "[self]", {"id", "private_key", "key_id", "data_dir", "tls",
+                                       "allow_plaintext", "admin_http", "admin_grpc"})
         limits = Limits(
-            max_hops=lim.get("max_hops", int, Limits.max_hops),
-            clock_skew_s=lim.get("clock_skew_s", int, Limits.clock_skew_s),
-            max_token_ttl_s=lim.get("max_token_ttl_s", int, Limits.max_token_ttl_s),
-            max_message_bytes=lim.get("max_message_bytes", int, Limits.max_message_bytes),
+            max_hops=numbers["max_hops"], clock_skew_s=numbers["clock_skew_s"],
+            max_token_ttl_s=numbers["max_token_ttl_s"],
+            max_message_bytes=numbers["max_message_bytes"],
             callers=callers, caller_overrides=self._caller_overrides(top, callers),
             auth_failures_per_second=float(failures), auth_failures_burst=failures_burst,
         )
@@ -459,6 +469,7 @@ class _Loader:
 
     @staticmethod
     def _supervision(table: _Reader) -> Supervision:
+        _refuse_unknown(table, "[supervision]", {f.name for f in fields(Supervision)})
         ratio = table.get("warning_ratio", (int, float), Supervision.warning_ratio)
         if not 0 < ratio < 1:
             raise table.fail("warning_ratio", "must be between 0 and 1 (e.g. 0.8)")
@@ -473,6 +484,7 @@ class _Loader:
 
     @staticmethod
     def _calendar(table: _Reader) -> WorkCalendar:
+        _refuse_unknown(table, "[calendar]", {"holidays", "extra_workdays"})
         def dates(key: str) -> frozenset[date]:
             values: list[Any] = table.get(key, list, [])
             for i, value in enumerate(values):
@@ -622,6 +634,13 @@ class _Loader:
             out[aid] = Alliance(id=aid, name=entry.string("name"), members=members,
                                 items=frozenset(listed))
         return out
+
+
+def _refuse_unknown(table: _Reader, name: str, known: set[str]) -> None:
+    """A misspelt key must not silently become its default (clock_skew → 60 s)."""
+    unknown = sorted(set(table.data) - known)
+    if unknown:
+        raise table.fail(unknown[0], f"is not a setting of {name}")
 
 
 def load_config(path: Path | str, *, self_id: str | None = None, text: str | None = None) -> Config:

@@ -184,3 +184,17 @@ def test_a_link_counts_only_when_both_sides_list_it() -> None:
     assert shanghai.party("320000-gw") is None and shanghai.peers() == []
     nanjing = load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
     assert nanjing.party("320000-gw") is not None
+
+
+@pytest.mark.parametrize(("old", "new", "key", "why"), [
+    ("clock_skew_s = 60", "clock_skew = 60", "limits.clock_skew", "is not a setting of [limits]"),
+    ("max_hops = 4", "max_hops = 0", "limits.max_hops", "must be 1..16"),
+    ("clock_skew_s = 60", "clock_skew_s = -5", "limits.clock_skew_s", "must be 0..600"),
+    ('key_id = "k1"\n', 'key_id = "k1"\nallow_plain_text = true\n', "self.allow_plain_text",
+     "is not a setting of [self]"),
+])
+def test_misspelt_or_impossible_keys_are_refused_with_their_line(
+        old: str, new: str, key: str, why: str) -> None:
+    text = TEXT.replace(old, new, 1)
+    message = fails(text, key, why)
+    assert f"partners.toml:{line_of(text, new.strip().splitlines()[-1])}:" in message
