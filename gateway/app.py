@@ -18,6 +18,7 @@ from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
 from gateway.errors import ConfigError, PermissionDenied, StoreUnavailable
 from gateway.evidence import UPDATES
+from gateway.faults import BadRequestFilter
 from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -35,6 +36,14 @@ log = logging.getLogger("tongban.app")
 def adapter_factories() -> dict[str, Any]:
     """Adapter classes registered under the entry-point group tongban.adapters."""
     return {ep.name: ep.load() for ep in entry_points(group="tongban.adapters")}
+
+
+def _quiet_bad_requests() -> None:
+    """aiohttp logs a traceback for every malformed request, with text the sender chose:
+    once per interval is enough (attached once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequestFilter) for f in server_log.filters):
+        server_log.addFilter(BadRequestFilter())
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -152,6 +161,7 @@ class GatewayApp:
         return await self.engine.report(partner, statement, claims)
 
     async def start(self) -> None:
+        _quiet_bad_requests()
         await self.store.open()
         now = self.clock.now()  # a restart must not reopen the replay window (signing.md)
         self.verifier.preload(await self.store.recent_jtis(now - self.verifier.replay_window_s),

@@ -45,3 +45,30 @@ class LogThrottle:
             args = (*args, held, self._interval)
         self._log.log(level, message, *args, exc_info=exc_info if slot is None else None)
         return True
+
+
+class BadRequestFilter(logging.Filter):
+    """For aiohttp's server logger: a malformed HTTP request (anyone can send one) is
+    logged at most once per interval, without its traceback, whose text the sender
+    chose (the fuzz run logged 317 tracebacks for 1,000 odd requests)."""
+
+    def __init__(self, interval_s: float = 10.0, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval, self._now = interval_s, monotonic
+        self._last = -interval_s
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._now()
+        if now - self._last < self._interval:
+            self.held += 1
+            return False
+        self._last = now
+        kind = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] \
+            else "error"
+        record.msg, record.args = ("HTTP request refused (%s); %d more held back since the "
+                                   "last line", (kind, self.held))
+        record.exc_info = record.exc_text = None
+        self.held = 0
+        return True

@@ -10,6 +10,7 @@ origin. Every attempt is refused with nothing stored; honest cases are untouched
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -394,3 +395,23 @@ async def test_a_submission_with_several_audiences_crosses_every_hop(
             body, metadata=(("x-tongban-signature", signed),), timeout=5)
     case = gw.SubmitCaseResponse.FromString(raw).case
     await fed.platform("310115").wait_for(case.case_id)  # two hops, checked at each
+
+
+@pytest.mark.asyncio
+async def test_malformed_http_requests_do_not_flood_the_log(
+        fed: Federation, caplog: pytest.LogCaptureFixture) -> None:
+    """200 broken HTTP requests: each refused, at most one line per interval logged for
+    them, and none with the sender's text or a traceback."""
+    host, port = fed.apps["320100-gw"].config.me.http.rsplit(":", 1)
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for n in range(200):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -" +
+                     f"EVIL{n}\x01\r\n\r\n".encode())
+        await writer.drain()
+        answer = await reader.read(200)
+        assert answer.split(b" ")[1].startswith(b"4"), answer
+        writer.close()
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) <= 2, [r.getMessage() for r in records]
+    assert not any(r.exc_info or "EVIL" in r.getMessage() for r in records)
