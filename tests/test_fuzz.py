@@ -35,6 +35,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, assume, given, note, seed, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 
 from tests import fuzz_values as values
 from tests import fuzz_wire as wire
@@ -146,7 +147,16 @@ def generated_requests(live: Live, data: st.DataObject) -> None:
 def test_generated_requests_with_odd_fields(live: Live) -> None:
     """Whole messages with odd text, huge fields, open enums out of range, timestamps
     out of range, unknown and ill-typed fields; validly signed."""
-    generated_requests(live)
+    for _ in range(4):
+        try:
+            generated_requests(live)
+            break
+        except FlakyStrategyDefinition:
+            # hypothesis's own bookkeeping, not a finding (every request sent so far was
+            # checked): its generation tree tripped over these large, deep examples in a
+            # 10,000-request run; go on until this test's share is spent
+            if live.requests.get("generated", 0) >= examples_of("generated"):
+                break
     verdict(live, "generated")
 
 
