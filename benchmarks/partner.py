@@ -19,7 +19,8 @@ from benchmarks.common import ROOT, install_uvloop
 from gateway.batchsign import BatchSigner
 from gateway.config import load_config
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.signing import HEADER, Verifier, load_private_key
+from gateway.signing import HEADER, load_private_key
+from gateway.verifier import Verifier
 
 EMPTY_CASE = pp.ReceiveCaseResponse(platform_case_number="P").SerializeToString()
 EMPTY_UPDATE = pp.ReceiveUpdateResponse().SerializeToString()

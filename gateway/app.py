@@ -23,11 +23,12 @@ from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.server import SERVICE, GatewayServicer
-from gateway.signing import PublicKey, Verifier
+from gateway.signing import PublicKey
 from gateway.store.sqlite import SqliteStore
 from gateway.supervision import Monitor
 from gateway.tls import is_loopback, server_credentials, server_ssl_context
 from gateway.types import AdapterContext, Clock, PartnerAdapter, SystemClock
+from gateway.verifier import Verifier
 from gateway.web.app import make_admin_app, make_app
 
 log = logging.getLogger("tongban.app")

@@ -13,9 +13,10 @@ import grpc
 from gateway.batchsign import BatchSigner
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.logs import sanitize
-from gateway.signing import HEADER, Verifier
+from gateway.signing import HEADER
 from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock
+from gateway.verifier import Verifier
 
 # Statuses that say the far side as a whole cannot take calls now: these, and only these,
 # count towards its circuit breaker (gateway/outbox.py).

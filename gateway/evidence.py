@@ -18,8 +18,9 @@ from google.protobuf.message import DecodeError, Message
 from gateway.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import Claims, PublicKey, Verifier, verify_statement
+from gateway.signing import Claims, PublicKey
 from gateway.validation import check_timestamps
+from gateway.verifier import Verifier, verify_statement
 
 SERVICE = "/tongban.v1.Gateway/"
 SUBMIT = SERVICE + "SubmitCase"

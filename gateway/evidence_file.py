@@ -26,8 +26,9 @@ from gateway import evidence
 from gateway.audit import AuditEntry, chain_hash
 from gateway.errors import GatewayError
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.signing import PublicKey, Verifier, public_key_from_jwk, verify_receipt
+from gateway.signing import PublicKey, public_key_from_jwk
 from gateway.store import CaseEvidence
+from gateway.verifier import Verifier, verify_receipt
 
 FORMAT = "tongban-evidence/1"
 # timeline entries that are not a platform's update

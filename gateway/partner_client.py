@@ -16,9 +16,10 @@ from gateway.batchsign import BatchSigner
 from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, PublicKey, SigningKey, Verifier
+from gateway.signing import HEADER, PublicKey, SigningKey
 from gateway.tls import ChannelTls, open_channel
 from gateway.types import Clock, SystemClock
+from gateway.verifier import Verifier
 
 M = TypeVar("M", bound=Message)
 SERVICE = "/tongban.v1.Gateway/"

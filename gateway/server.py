@@ -36,9 +36,10 @@ from gateway.ids import CASE_ID
 from gateway.limits import CallerPolicy, Limiter, address_of
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import HEADER, Claims, Verifier
+from gateway.signing import HEADER, Claims
 from gateway.supervision import subscribe
 from gateway.types import Clock
+from gateway.verifier import Verifier
 
 log = logging.getLogger("tongban.server")
 SERVICE = "tongban.v1.Gateway"

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.signing import SigningKey, Verifier
+from gateway.signing import SigningKey
+from gateway.verifier import Verifier
 
 if TYPE_CHECKING:
     from gateway.client import Receipt

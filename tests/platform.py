@@ -23,7 +23,8 @@ from gateway.errors import GatewayError
 from gateway.evidence import SUBMISSIONS, UPDATES, Statements
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.signing import HEADER, PublicKey, Verifier, load_private_key
+from gateway.signing import HEADER, PublicKey, load_private_key
+from gateway.verifier import Verifier
 from tests.federation import PARTNERS_TOML, ROOT, federation_text
 
 PLATFORM_ID = "310115"

@@ -25,14 +25,7 @@ from gateway.demo import client_for, free_port
 from gateway.errors import Unauthenticated
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import (
-    HEADER,
-    b64url,
-    b64url_decode,
-    claims_for,
-    seal,
-    sign,
-)
+from gateway.signing import HEADER, b64url, b64url_decode, claims_for, seal, sign
 from tests.federation import federation, federation_text
 from tests.platform import Platform, grpc_partner_text, serving
 from tests.test_bad_input import key_of

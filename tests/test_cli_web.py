@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.signing import Verifier, public_key_from_jwk, sign
+from gateway.signing import public_key_from_jwk, sign
+from gateway.verifier import Verifier
 from tests.federation import ROOT, Federation
 
 TONGBAN = [sys.executable, "-m", "gateway.cli"]

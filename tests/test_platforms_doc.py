@@ -12,7 +12,8 @@ from gateway.engine import Engine
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.signing import Verifier, b64url, body_digest, load_private_key, sign
+from gateway.signing import b64url, body_digest, load_private_key, sign
+from gateway.verifier import Verifier
 from tests.federation import PARTNERS_TOML, ROOT, FakeClock
 
 SUBMIT = "/tongban.v1.Gateway/SubmitCase"

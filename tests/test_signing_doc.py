@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.signing import Verifier, public_key_from_jwk
+from gateway.signing import public_key_from_jwk
+from gateway.verifier import Verifier
 from scripts.signing_example import IAT, METHOD, example
 from tests.federation import ROOT
 
