@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from gateway.config import CallerLimits
 from gateway.errors import ResourceExhausted
 from gateway.types import Clock
 
@@ -27,14 +27,8 @@ STREAM_RETRY_S = 1.0
 MAX_ADDRESSES = 4096
 
 
-@dataclass(frozen=True, kw_only=True)
-class CallerPolicy:
-    """What one caller may use (docs/configuration.md, [limits])."""
-
-    calls_per_second: float
-    burst: int
-    max_concurrent_calls: int
-    max_streams: int
+# what one caller may use is config.CallerLimits (docs/configuration.md, [limits])
+CallerPolicy = CallerLimits
 
 
 class TokenBucket:

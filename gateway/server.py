@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +31,9 @@ from gateway.errors import (
     Unavailable,
     quote,
 )
+from gateway.faults import LogThrottle
 from gateway.ids import CASE_ID
-from gateway.limits import CallerPolicy, Limiter, address_of
+from gateway.limits import Limiter, address_of
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, Claims
@@ -118,11 +118,10 @@ class GatewayServicer:
             p.id for p in (*config.partners.values(), *config.gateways.values(),
                            *config.supervisors.values()) if p.batch_signatures)
         self.unauthenticated = 0  # calls refused before the caller was known (/metrics)
-        self._unauthenticated_logged = 0.0
+        self._refusals = LogThrottle(log, UNAUTHENTICATED_LOG_INTERVAL_S)
         limits = config.limits
         self.limits = Limiter(
-            default=CallerPolicy(**vars(limits.callers)),
-            overrides={k: CallerPolicy(**vars(v)) for k, v in limits.caller_overrides.items()},
+            default=limits.callers, overrides=limits.caller_overrides,
             failures_per_second=limits.auth_failures_per_second,
             failures_burst=limits.auth_failures_burst, clock=clock)
 
@@ -222,11 +221,9 @@ class GatewayServicer:
 
     def _unauthenticated_call(self, method: str, error: GatewayError) -> None:
         self.unauthenticated += 1
-        now = time.monotonic()
-        if now - self._unauthenticated_logged >= UNAUTHENTICATED_LOG_INTERVAL_S:
-            self._unauthenticated_logged = now
-            log.warning("refused %d call(s) before authentication so far; latest: %s %s",
-                        self.unauthenticated, method, quote(error.details(), 120))
+        self._refusals.log(logging.WARNING, "unauthenticated",
+                           "refused %d call(s) before authentication so far; latest: %s %s",
+                           self.unauthenticated, method, quote(error.details(), 120))
 
     def _unary(self, name: str, cls: type[Message],
                fn: Handler) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]],
