@@ -232,7 +232,7 @@ class _Reader:
 
     def string(self, key: str, default: Any = ..., pattern: re.Pattern[str] | None = None) -> str:
         value: str = self.get(key, str, default)
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(key, f"{value!r} does not match {pattern.pattern}")
         return value
 
@@ -241,7 +241,7 @@ class _Reader:
         for i, value in enumerate(values):
             if not isinstance(value, str):
                 raise self.loader.error([*self.path, key, i], "expected a string")
-            if pattern is not None and not pattern.match(value):
+            if pattern is not None and not pattern.fullmatch(value):
                 raise self.loader.error(
                     [*self.path, key, i], f"{value!r} does not match {pattern.pattern}"
                 )

@@ -72,7 +72,7 @@ def _entries(code: str) -> list[Division]:
 def lookup(code: str) -> Division | None:
     """The division for a 6-digit code: the current one if the code is in use, else the
     last one that used it."""
-    if not CODE.match(code):
+    if not CODE.fullmatch(code):
         return None
     entries = _entries(code)
     if not entries:

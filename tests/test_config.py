@@ -198,3 +198,8 @@ def test_misspelt_or_impossible_keys_are_refused_with_their_line(
     text = TEXT.replace(old, new, 1)
     message = fails(text, key, why)
     assert f"partners.toml:{line_of(text, new.strip().splitlines()[-1])}:" in message
+
+
+def test_a_trailing_newline_is_not_part_of_an_id() -> None:
+    text = TEXT.replace('id = "320105"', 'id = "320105\\n"', 1)
+    fails(text, "partners[0].id", "does not match")
