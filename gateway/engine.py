@@ -21,6 +21,7 @@ from gateway.config import Config, Gateway, Partner, Supervisor
 from gateway.errors import (
     AlreadyExists,
     FailedPrecondition,
+    GatewayError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -56,6 +57,9 @@ from gateway.validation import (
 
 log = logging.getLogger("tongban.engine")
 MAX_BUNDLE_PARTS = 20
+# the field of a CancelCaseRequest or RateCaseRequest a refusal of its update is about
+REQUEST_FIELDS = {(evidence.CANCEL, "update.note"): "reason",
+                  (evidence.RATE, "update.rating"): "case_id"}
 
 
 class Engine:
@@ -242,7 +246,15 @@ class Engine:
         update.actor = caller
         update.at.CopyFrom(timestamp(now))
         update.statement.CopyFrom(statement)
-        return await self._apply(caller, update, field=field)
+        if claims.mth == evidence.UPDATE:
+            return await self._apply(caller, update, field=field)
+        try:
+            return await self._apply(caller, update, field=field)
+        except GatewayError as exc:
+            # a CancelCase or RateCase made an update: name the field of what was sent
+            if exc.field.startswith("update."):
+                exc.field = REQUEST_FIELDS.get((claims.mth, exc.field), "case_id")
+            raise
 
     async def relay(self, caller: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
         """An update a linked gateway passes on: it must carry its author's statement and

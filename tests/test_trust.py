@@ -415,3 +415,20 @@ async def test_malformed_http_requests_do_not_flood_the_log(
     records = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert len(records) <= 2, [r.getMessage() for r in records]
     assert not any(r.exc_info or "EVIL" in r.getMessage() for r in records)
+
+
+@pytest.mark.asyncio
+async def test_refusals_of_cancel_and_rate_name_fields_of_their_own_requests(
+        manual_fed: Federation) -> None:
+    """CancelCase and RateCase make updates inside the gateway; a refusal still names a
+    field of the request the platform sent, never update.*."""
+    fed = manual_fed
+    case = await submitted(fed, "FIELD-1")
+    with pytest.raises(CallError) as err:  # the target rates: refused, about case_id
+        await fed.client("310115").rate(case.case_id, 1, pb.RATING_CHANNEL_WEB)
+    assert err.value.status is grpc.StatusCode.PERMISSION_DENIED
+    assert "update." not in err.value.message and "case_id" in err.value.message
+    await fed.client("320105").cancel(case.case_id, "撤件")
+    with pytest.raises(CallError) as err:  # cancelled twice with another reason
+        await fed.client("320105").rate(case.case_id, 5, pb.RATING_CHANNEL_WEB)
+    assert "update." not in err.value.message, err.value.message
