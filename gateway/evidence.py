@@ -11,7 +11,7 @@ what the author said and refuse anything a neighbour added, dropped or changed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.message import DecodeError, Message
 
@@ -123,14 +123,6 @@ def author_part(update: pb.CaseUpdate) -> pb.CaseUpdate:
         for name in GATEWAY_RATING_FIELDS:
             out.rating.ClearField(name)  # type: ignore[arg-type]
     return out
-
-
-def first_difference(said: Message, carried: Message, names: Iterable[str]) -> str | None:
-    """The first of `names` in which `carried` does not say what `said` says."""
-    for name in names:
-        if getattr(said, name) != getattr(carried, name):
-            return name
-    return None
 
 
 def differing_field(said: Message, carried: Message,

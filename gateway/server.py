@@ -69,11 +69,6 @@ class Call:
 Handler = Callable[[Call, Any], Awaitable[Message]]
 
 
-def pending_seq(pending: PendingAudit | None) -> int | None:
-    """The audit seq a served call's change was written with, if it got that far."""
-    return None if pending is None else pending.seq
-
-
 def meaning_digest(message: Message) -> str:
     """SHA-256 of a message's deterministic serialisation: the same request whatever order
     its map entries came in (protobuf fixes no map order across languages)."""
@@ -253,7 +248,7 @@ class GatewayServicer:
             except asyncio.CancelledError:
                 # the caller gave up after its token checked out: its jti still goes into
                 # the audit log, which is what refuses a replay of it after a restart
-                if claims is not None and pending_seq(pending) is None:
+                if claims is not None and (pending is None or pending.seq is None):
                     with contextlib.suppress(GatewayError):
                         await asyncio.shield(self._audit(method, claims, _case_id(request),
                                                          "CANCELLED"))
