@@ -329,8 +329,10 @@ class Engine:
             return fx
 
         try:
-            record, duplicate = await self.store.update_case(update.case_id, update.update_id,
-                                                             mutate, guard=guard)
+            # an update id is its author's: the other side cannot take it first and have
+            # the real update answered as a duplicate ('/' is not allowed in update ids)
+            record, duplicate = await self.store.update_case(
+                update.case_id, f"{author}/{update.update_id}", mutate, guard=guard)
         except NotFound:  # unknown and foreign cases look the same, field path included
             raise NotFound(f"case {quote(update.case_id)} not found", field=field) from None
         if not duplicate:

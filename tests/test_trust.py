@@ -432,3 +432,25 @@ async def test_refusals_of_cancel_and_rate_name_fields_of_their_own_requests(
     with pytest.raises(CallError) as err:  # cancelled twice with another reason
         await fed.client("320105").rate(case.case_id, 5, pb.RATING_CHANNEL_WEB)
     assert "update." not in err.value.message, err.value.message
+
+
+@pytest.mark.asyncio
+async def test_one_side_cannot_take_the_other_sides_update_id(manual_fed: Federation) -> None:
+    """Update ids are their author's: the origin sending a note as "acc-1" first does not
+    turn the target's real ACCEPTED under "acc-1" into a silent duplicate."""
+    fed = manual_fed
+    case = await submitted(fed, "SQUAT-1")
+    squat = await fed.client("320105").update(pb.CaseUpdate(
+        case_id=case.case_id, update_id="acc-1", note="抢占"))
+    assert not squat.duplicate
+    real = await fed.client("310115").update(pb.CaseUpdate(
+        case_id=case.case_id, update_id="acc-1", state=pb.CASE_STATE_ACCEPTED))
+    assert not real.duplicate and real.case.state == pb.CASE_STATE_ACCEPTED
+    again = await fed.client("310115").update(pb.CaseUpdate(
+        case_id=case.case_id, update_id="acc-1", state=pb.CASE_STATE_ACCEPTED))
+    assert again.duplicate  # the author's own retry still is one
+
+    async def accepted_at_origin() -> bool:
+        return (await at_gateway(fed, "320100-gw", case.case_id)).state == \
+            pb.CASE_STATE_ACCEPTED
+    await until(accepted_at_origin)
