@@ -57,7 +57,7 @@ class Platform:
         self.batch = batch
         self.tokens: list[str] = []  # the request signatures received, in order
         self.cases: dict[str, pb.Case] = {}
-        self.updates: dict[str, pb.CaseUpdate] = {}
+        self.updates: dict[str, pb.CaseUpdate] = {}  # by author/update_id
         self.calls: Counter[str] = Counter()  # case_id or update_id -> calls received
         self.arrived = asyncio.Event()
         partners = load_config(PARTNERS_TOML).partners.values()
@@ -116,9 +116,10 @@ class Platform:
         claims = await self._verify(method, body, context)
         update = pp.ReceiveUpdateRequest.FromString(body).update
         await self._check(context, update.statement, UPDATES, update.actor)
-        self.calls[update.update_id] += 1
-        duplicate = update.update_id in self.updates
-        self.updates.setdefault(update.update_id, update)
+        key = f"{update.actor}/{update.update_id}"  # an update id is its author's
+        self.calls[key] += 1
+        duplicate = key in self.updates
+        self.updates.setdefault(key, update)
         out = pp.ReceiveUpdateResponse(duplicate=duplicate).SerializeToString()
         return await self._answer(method, claims, context, out)
 
