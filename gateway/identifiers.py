@@ -16,8 +16,10 @@ from stdnum.cn import ric, uscc
 from gateway.errors import InvalidArgument
 
 RESIDENT_ID = re.compile(r"[0-9]{17}[0-9X]")
-# GB 32100 §4: department (1), type (2), 登记管理机关行政区划码 (3–8), 主体标识码 (9–17), check (18)
-CREDIT_CODE = re.compile(r"[1-9ANY][0-9A-Z][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}")
+# GB 32100 §4: department (1), type (2), 登记管理机关行政区划码 (3–8), 主体标识码 (9–17),
+# check (18); every character from its 31-character set (no I O S V Z): uscc's arithmetic
+# raises ValueError on any other
+CREDIT_CODE = re.compile(r"[1-9ANY][0-9A-HJ-NP-RTUW-Y][0-9]{6}[0-9A-HJ-NP-RTUW-Y]{10}")
 
 
 def check_resident_id(number: str, *, field: str) -> str:
