@@ -454,3 +454,17 @@ async def test_one_side_cannot_take_the_other_sides_update_id(manual_fed: Federa
         return (await at_gateway(fed, "320100-gw", case.case_id)).state == \
             pb.CASE_STATE_ACCEPTED
     await until(accepted_at_origin)
+
+
+@pytest.mark.asyncio
+async def test_a_credit_code_with_a_letter_gb32100_never_uses_is_invalid(
+        fed: Federation) -> None:
+    """Position 2 of a GB 32100 code is one of 31 characters; I, O, S, V and Z there
+    reached stdnum's arithmetic and came back as INTERNAL."""
+    company = pb.Applicant(id_type=pb.ID_TYPE_USCC, id_number="9I320000MA1MYYYY0X",
+                           name="某公司")
+    body = gw.SubmitCaseRequest(case_number="USCC-1", target_division="310115",
+                                item_code="shebao-zy", applicant=company).SerializeToString()
+    err = await raw_call(fed, body, token(body))
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert "applicant.id_number" in (err.details() or "")
