@@ -95,7 +95,7 @@ def _store_path(args: argparse.Namespace) -> Path | None:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     from gateway.audit import verify
-    from gateway.store.sqlite import read_audit
+    from gateway.store.offline import read_audit
 
     path = _store_path(args)
     if path is None:
@@ -110,7 +110,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from gateway.store.sqlite import list_outbox, redrive_outbox
+    from gateway.store.offline import list_outbox, redrive_outbox
 
     path = _store_path(args)
     if path is None:
@@ -149,7 +149,7 @@ def _evidence(args: argparse.Namespace) -> int:
     import time
 
     from gateway.config import load_config
-    from gateway.store.sqlite import read_evidence
+    from gateway.store.offline import read_evidence
 
     config = load_config(args.config, self_id=args.self_id)
     path = Path(args.db) if args.db else config.data_dir / "gateway.sqlite3"

@@ -26,7 +26,7 @@ from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import load_private_key
-from gateway.store.sqlite import case_ids, read_evidence
+from gateway.store.offline import case_ids, read_evidence
 from gateway.types import Clock
 
 GATEWAYS = ("320100-gw", "320000-gw", "310000-gw")

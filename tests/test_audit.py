@@ -12,7 +12,7 @@ import pytest
 from gateway.audit import AuditEntry, chain_hash, verify
 from gateway.client import CallError
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.store.sqlite import read_audit
+from gateway.store.offline import read_audit
 from tests.federation import Federation, federation
 from tests.test_cli_web import run
 

@@ -22,7 +22,7 @@ from gateway.signing import (
     load_private_key,
     sign,
 )
-from gateway.store.sqlite import read_audit
+from gateway.store.offline import read_audit
 from tests.federation import ROOT, Federation
 
 SUBMIT = "/tongban.v1.Gateway/SubmitCase"

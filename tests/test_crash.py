@@ -23,7 +23,7 @@ from gateway.config import load_config
 from gateway.demo import client_for, free_port
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.store.sqlite import list_outbox
+from gateway.store.offline import list_outbox
 from tests.federation import ROOT, until
 from tests.platform import Platform, grpc_partner_text, serving
 

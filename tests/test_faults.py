@@ -41,7 +41,8 @@ from gateway.lifecycle import seconds
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
-from gateway.store.sqlite import SqliteStore, list_outbox
+from gateway.store.offline import list_outbox
+from gateway.store.sqlite import SqliteStore
 from gateway.types import Clock
 from gateway.workdays import CHINA
 from tests.federation import PARTNERS_TOML, ROOT, FakeClock, federation_text, until

@@ -13,7 +13,7 @@ from gateway import cli
 from gateway.breaker import BreakerState
 from gateway.demo import free_port
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.store.sqlite import list_outbox
+from gateway.store.offline import list_outbox
 from tests.federation import Federation, federation, until
 from tests.platform import Platform, grpc_partner_text, serving
 

@@ -14,7 +14,8 @@ from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit, verify
 from gateway.errors import FailedPrecondition, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store import CaseRecord, Effects, NewOutbox
-from gateway.store.sqlite import SqliteStore, read_audit
+from gateway.store.offline import read_audit
+from gateway.store.sqlite import SqliteStore
 
 
 def record(n: int, number: str | None = None) -> CaseRecord:

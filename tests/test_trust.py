@@ -22,7 +22,7 @@ from gateway.client import CallError
 from gateway.lifecycle import seconds, timestamp
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.store.sqlite import read_evidence
+from gateway.store.offline import read_evidence
 from tests.federation import Federation, federation, federation_text, until
 from tests.test_bad_input import CITIZEN, raw_call, token
 
@@ -274,7 +274,7 @@ async def test_keyless_floods_write_nothing_durable(fed: Federation,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     """2,000 calls with no or a forged signature: refused, counted, logged at most once
     per interval, and not one row of the fsync'd audit chain (it used to be 16 MB)."""
-    from gateway.store.sqlite import read_audit
+    from gateway.store.offline import read_audit
 
     app = fed.apps["320100-gw"]
     path = app.config.data_dir / "gateway.sqlite3"
