@@ -454,6 +454,19 @@ async def test_one_side_cannot_take_the_other_sides_update_id(manual_fed: Federa
         return (await at_gateway(fed, "320100-gw", case.case_id)).state == \
             pb.CASE_STATE_ACCEPTED
     await until(accepted_at_origin)
+    # and the evidence proves both updates, each by its own author
+    from gateway import evidence_file
+    from gateway.store.offline import read_evidence as stored
+
+    for gateway in ("320100-gw", "310000-gw"):
+        app = fed.apps[gateway]
+        found = stored(app.config.data_dir / "gateway.sqlite3", case.case_id)
+        assert found is not None
+        parties = [*app.config.partners.values(), *app.config.gateways.values()]
+        document = evidence_file.export(found, gateway=gateway, exported_at=time.time(),
+                                        keys=[k for p in parties for k in p.keys])
+        verdict = evidence_file.verify(document, {p.id: list(p.keys) for p in parties})
+        assert verdict.ok, verdict.summary
 
 
 @pytest.mark.asyncio
