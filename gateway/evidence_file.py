@@ -140,7 +140,9 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
     items = document.get("items")
     if not isinstance(items, list) or not items:
         raise _Bad("items: the case's statements are missing")
-    proven: dict[str, tuple[str, pb.CaseUpdate, float]] = {}  # id -> author, said, when
+    # (author, update id) -> author, said, when: each author's update ids are its own
+    # (the gateways dedup by case, author and update id)
+    proven: dict[tuple[str, str], tuple[str, pb.CaseUpdate, float]] = {}
     authors = []
     for n, item in enumerate(items):
         where = f"item {n}"
@@ -159,7 +161,7 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
                 if update.case_id != case.case_id:
                     raise _Bad(f"{where} ({claims.mth} by {claims.iss}): it is about case "
                                f"{update.case_id[:40]!r}, not this one")
-                proven[update.update_id] = (claims.iss, update, received)
+                proven[claims.iss, update.update_id] = (claims.iss, update, received)
         except GatewayError as exc:
             raise _Bad(f"{where}: {exc.message}") from None
         authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
@@ -185,7 +187,8 @@ def _received(item: Mapping[str, Any], claims: Any, where: str) -> float:
     return float(received)
 
 
-def _same_changes(case: pb.Case, proven: Mapping[str, tuple[str, pb.CaseUpdate, float]],
+def _same_changes(case: pb.Case,
+                  proven: Mapping[tuple[str, str], tuple[str, pb.CaseUpdate, float]],
                   submitted: int) -> None:
     """Every change the case records a platform made is what that platform signed, at
     the time the gateway received it; the case's state, delivery, rating, rectification
@@ -201,7 +204,8 @@ def _same_changes(case: pb.Case, proven: Mapping[str, tuple[str, pb.CaseUpdate, 
                 raise _Bad(f"case timeline: {change.update_id[:40]!r} is a gateway's id on "
                            f"a change to {pb.CaseState.Name(change.state)}")
             continue
-        author, said, received = proven.get(change.update_id, ("", pb.CaseUpdate(), 0.0))
+        author, said, received = proven.get((change.actor, change.update_id),
+                                            ("", pb.CaseUpdate(), 0.0))
         what = (f"case timeline: the change to {pb.CaseState.Name(change.state)} by "
                 f"{change.actor} ({change.update_id})")
         if author != change.actor:
