@@ -167,7 +167,7 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
         authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
     _same_changes(case, proven, submitted)
     receipts = _receipts(document.get("receipts", []), keys)
-    checked = _audit(document.get("audit"))
+    checked = _audit(document.get("audit"), case.case_id)
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
             f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
             f"{trusted}; {checked} audit entries intact")
@@ -295,7 +295,8 @@ def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]]) -> int:
     return len(rows)
 
 
-def _audit(rows: Any) -> int:
+def _audit(rows: Any, case_id: str) -> int:
+    """The case's audit entries (an export holds only those) are intact and in order."""
     if not isinstance(rows, list):
         raise _Bad("audit: missing")
     previous: tuple[int, str] | None = None
@@ -311,6 +312,9 @@ def _audit(rows: Any) -> int:
             raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
         if altered:
             raise _Bad(f"audit[{n}] (seq {seq}): the entry was altered")
+        if entry.case_id != case_id:  # intact, but another case's (or a bundle's)
+            raise _Bad(f"audit[{n}] (seq {seq}): it is about {str(entry.case_id)[:40]!r}, "
+                       "not this case")
         if previous is not None and seq == previous[0] + 1 and prev != previous[1]:
             raise _Bad(f"audit[{n}] (seq {seq}): does not follow seq {previous[0]}")
         if previous is not None and seq <= previous[0]:
