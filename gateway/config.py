@@ -270,6 +270,7 @@ class _Loader:
     def __init__(self, text: str, source: Path) -> None:
         self.text, self.source = text, source
         self.gateway_index: dict[str, int] = {}  # [[gateways]] position, for error paths
+        self.key_owners: dict[bytes, str] = {}  # public key -> the party it is listed for
 
     def error(self, path: Sequence[PathPart], message: str) -> ConfigError:
         line = locate(self.text, path)
@@ -539,6 +540,13 @@ class _Loader:
                 ))
             except ValueError as exc:
                 raise entry.fail("jwk", str(exc)) from exc
+            if any(k.kid == keys[-1].kid for k in keys[:-1]):  # only the first would count
+                raise entry.fail("id", f"duplicate key id {keys[-1].kid}")
+            # whoever holds a key listed for two parties could sign as either of them
+            holder = self.key_owners.setdefault(keys[-1].raw_public, owner_id)
+            if holder != owner_id:
+                raise entry.fail("jwk", f"{owner_id} has the same public key as {holder}: "
+                                        "each party needs its own key pair")
         if not keys:
             raise owner.fail("keys", "at least one public key is required")
         return tuple(keys)

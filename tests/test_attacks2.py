@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from gateway import evidence_file
+from gateway.config import load_config
+from gateway.errors import ConfigError
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from tests.federation import PARTNERS_TOML, federation
 from tests.test_evidence import cli, trusted
@@ -69,3 +71,33 @@ def test_an_audit_list_from_another_case_is_bad(two_cases: dict[str, dict[str, A
     assert forged["audit"], "case A has audit entries"
     verdict = evidence_file.verify(forged, trusted())
     assert not verdict.ok and "audit[0]" in verdict.summary, verdict.summary
+
+
+GW_320000_X = "qI9VB0Bgy1on17d9R55BlxqxgMPi9hq3tyKOGJyNBBY"
+GW_320100_X = "ITzW-rH58LztSZhwOSGOlM2Q4InQbpzN2IFz6OKTZLI"
+PLATFORM_320105_X = "ELCiVN52KdFpG24JlczKgouJo_t-GbNJJfeXGpD38So"
+
+
+@pytest.mark.parametrize("copied", [GW_320100_X, PLATFORM_320105_X])
+def test_one_public_key_listed_for_two_parties_is_refused(copied: str) -> None:
+    """A careless operator pastes one party's key under another (a platform's key under
+    its gateway): whoever holds that private key could then sign as both, forward and
+    relay as the gateway. The file loaded, for every gateway."""
+    text = PARTNERS_TOML.read_text(encoding="utf-8").replace(GW_320000_X, copied)
+    with pytest.raises(ConfigError) as err:
+        load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
+    assert "320000-gw" in str(err.value) and "same public key" in str(err.value), err.value
+
+
+def test_two_keys_of_one_party_with_one_id_are_refused() -> None:
+    """Only the first of two keys with one kid was ever used: a rotation that listed the
+    new key under the old id silently kept the old one."""
+    text = PARTNERS_TOML.read_text(encoding="utf-8").replace(
+        f'x = "{PLATFORM_320105_X}" }}\n',
+        f'x = "{PLATFORM_320105_X}" }}\n[[partners.keys]]\nid = "k1"\n'
+        f'jwk = {{ kty = "OKP", crv = "Ed25519", x = "{GW_320000_X[:-4]}AAAA" }}\n', 1)
+    assert text.count('id = "k1"') == PARTNERS_TOML.read_text(encoding="utf-8").count(
+        'id = "k1"') + 1
+    with pytest.raises(ConfigError) as err:
+        load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
+    assert "320105#k1" in str(err.value), err.value
