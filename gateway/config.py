@@ -310,6 +310,7 @@ class _Loader:
         allow_plaintext = me.get("allow_plaintext", bool, False)
         admin_http, admin_grpc = self._admin(me, "admin_http"), self._admin(me, "admin_grpc")
         self._check_exposure(me, gateways[chosen], server_tls, allow_plaintext)
+        self._check_admin_ports(me, gateways[chosen])
         lim = top.table("limits")
         callers = self._caller_limits(lim, CallerLimits(), strict=False)
         failures = lim.get("auth_failures_per_second", (int, float),
@@ -439,6 +440,24 @@ class _Loader:
                 raise me.fail(key, f"{address} is not a loopback address; the admin "
                                    "listeners speak plaintext (allow_plaintext = true to "
                                    "accept that)")
+
+    @staticmethod
+    def _check_admin_ports(me: _Reader, gateway: Gateway) -> None:
+        """An admin listener on a port of another listener: with `serve --reuse-port`
+        both would bind it and the kernel would share connections between them, so
+        /metrics and reflection would answer on the public port (without it, the start
+        fails). Ports are compared whatever the host: 0.0.0.0 covers 127.0.0.1."""
+        taken = {"grpc": gateway.grpc, "http": gateway.http}
+        for key in ("admin_http", "admin_grpc"):
+            address = me.data.get(key)
+            if not isinstance(address, str):
+                continue
+            port = address.rpartition(":")[2]
+            same = next((k for k, a in taken.items() if a.rpartition(":")[2] == port), None)
+            if same is not None:
+                raise me.fail(key, f"{address} is on the port of {same} ({taken[same]}); "
+                                   "an admin listener needs a port of its own")
+            taken[key] = address
 
     @staticmethod
     def _caller_limits(table: _Reader, base: CallerLimits, *, strict: bool) -> CallerLimits:

@@ -101,3 +101,19 @@ def test_two_keys_of_one_party_with_one_id_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(PARTNERS_TOML, text=text, self_id="320100-gw")
     assert "320105#k1" in str(err.value), err.value
+
+
+@pytest.mark.parametrize("admin", ['admin_http = "127.0.0.1:8101"',
+                                   'admin_grpc = "127.0.0.1:7101"',
+                                   'admin_http = "127.0.0.1:7101"',
+                                   'admin_http = "127.0.0.1:9101"\nadmin_grpc = "localhost:9101"'])
+def test_an_admin_address_on_a_main_listeners_port_is_refused(admin: str) -> None:
+    """`admin_http` equal to `http` loaded; with `serve --reuse-port` both sites bind the
+    port and the kernel shares connections between them (/metrics and reflection then
+    answer on the public port); without it the gateway failed at start, naming no key."""
+    text = PARTNERS_TOML.read_text(encoding="utf-8").replace(
+        '[self]\n', f'[self]\n{admin}\n', 1)
+    assert admin in text
+    with pytest.raises(ConfigError) as err:
+        load_config(PARTNERS_TOML, text=text + "", self_id="320100-gw")
+    assert "admin_" in str(err.value) and "port" in str(err.value), err.value
