@@ -270,6 +270,7 @@ class _Loader:
     def __init__(self, text: str, source: Path) -> None:
         self.text, self.source = text, source
         self.gateway_index: dict[str, int] = {}  # [[gateways]] position, for error paths
+        self.key_owners: dict[bytes, str] = {}  # public key -> the party it is listed for
 
     def error(self, path: Sequence[PathPart], message: str) -> ConfigError:
         line = locate(self.text, path)
@@ -309,6 +310,7 @@ class _Loader:
         allow_plaintext = me.get("allow_plaintext", bool, False)
         admin_http, admin_grpc = self._admin(me, "admin_http"), self._admin(me, "admin_grpc")
         self._check_exposure(me, gateways[chosen], server_tls, allow_plaintext)
+        self._check_admin_ports(me, gateways[chosen])
         lim = top.table("limits")
         callers = self._caller_limits(lim, CallerLimits(), strict=False)
         failures = lim.get("auth_failures_per_second", (int, float),
@@ -440,6 +442,24 @@ class _Loader:
                                    "accept that)")
 
     @staticmethod
+    def _check_admin_ports(me: _Reader, gateway: Gateway) -> None:
+        """An admin listener on a port of another listener: with `serve --reuse-port`
+        both would bind it and the kernel would share connections between them, so
+        /metrics and reflection would answer on the public port (without it, the start
+        fails). Ports are compared whatever the host: 0.0.0.0 covers 127.0.0.1."""
+        taken = {"grpc": gateway.grpc, "http": gateway.http}
+        for key in ("admin_http", "admin_grpc"):
+            address = me.data.get(key)
+            if not isinstance(address, str):
+                continue
+            port = address.rpartition(":")[2]
+            same = next((k for k, a in taken.items() if a.rpartition(":")[2] == port), None)
+            if same is not None:
+                raise me.fail(key, f"{address} is on the port of {same} ({taken[same]}); "
+                                   "an admin listener needs a port of its own")
+            taken[key] = address
+
+    @staticmethod
     def _caller_limits(table: _Reader, base: CallerLimits, *, strict: bool) -> CallerLimits:
         """The caller limits of [limits] (over the built-in defaults) or of one party's
         `limits = {...}` (over [limits]; strict: unknown keys are refused there)."""
@@ -539,6 +559,13 @@ class _Loader:
                 ))
             except ValueError as exc:
                 raise entry.fail("jwk", str(exc)) from exc
+            if any(k.kid == keys[-1].kid for k in keys[:-1]):  # only the first would count
+                raise entry.fail("id", f"duplicate key id {keys[-1].kid}")
+            # whoever holds a key listed for two parties could sign as either of them
+            holder = self.key_owners.setdefault(keys[-1].raw_public, owner_id)
+            if holder != owner_id:
+                raise entry.fail("jwk", f"{owner_id} has the same public key as {holder}: "
+                                        "each party needs its own key pair")
         if not keys:
             raise owner.fail("keys", "at least one public key is required")
         return tuple(keys)

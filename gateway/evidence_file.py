@@ -140,7 +140,8 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
     items = document.get("items")
     if not isinstance(items, list) or not items:
         raise _Bad("items: the case's statements are missing")
-    # (author, update id) -> author, what it said, when: an update id is its author's
+    # (author, update id) -> author, said, when: each author's update ids are its own
+    # (the gateways dedup by case, author and update id)
     proven: dict[tuple[str, str], tuple[str, pb.CaseUpdate, float]] = {}
     authors = []
     for n, item in enumerate(items):
@@ -160,13 +161,13 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
                 if update.case_id != case.case_id:
                     raise _Bad(f"{where} ({claims.mth} by {claims.iss}): it is about case "
                                f"{update.case_id[:40]!r}, not this one")
-                proven[(claims.iss, update.update_id)] = (claims.iss, update, received)
+                proven[claims.iss, update.update_id] = (claims.iss, update, received)
         except GatewayError as exc:
             raise _Bad(f"{where}: {exc.message}") from None
         authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
     _same_changes(case, proven, submitted)
     receipts = _receipts(document.get("receipts", []), keys)
-    checked = _audit(document.get("audit"))
+    checked = _audit(document.get("audit"), case.case_id)
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
             f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
             f"{trusted}; {checked} audit entries intact")
@@ -294,7 +295,8 @@ def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]]) -> int:
     return len(rows)
 
 
-def _audit(rows: Any) -> int:
+def _audit(rows: Any, case_id: str) -> int:
+    """The case's audit entries (an export holds only those) are intact and in order."""
     if not isinstance(rows, list):
         raise _Bad("audit: missing")
     previous: tuple[int, str] | None = None
@@ -310,6 +312,9 @@ def _audit(rows: Any) -> int:
             raise _Bad(f"audit[{n}]: malformed ({type(exc).__name__})") from None
         if altered:
             raise _Bad(f"audit[{n}] (seq {seq}): the entry was altered")
+        if entry.case_id != case_id:  # intact, but another case's (or a bundle's)
+            raise _Bad(f"audit[{n}] (seq {seq}): it is about {str(entry.case_id)[:40]!r}, "
+                       "not this case")
         if previous is not None and seq == previous[0] + 1 and prev != previous[1]:
             raise _Bad(f"audit[{n}] (seq {seq}): does not follow seq {previous[0]}")
         if previous is not None and seq <= previous[0]:
