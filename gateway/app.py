@@ -39,6 +39,9 @@ def adapter_factories() -> dict[str, Any]:
     return {ep.name: ep.load() for ep in entry_points(group="tongban.adapters")}
 
 
+METADATA_SOFT_LIMIT = 32 * 1024  # bytes of request headers gRPC always lets through
+
+
 def _quiet_bad_requests() -> None:
     """aiohttp logs a traceback for every malformed request, with text the sender chose:
     once per interval is enough (attached once per process)."""
@@ -171,8 +174,14 @@ class GatewayApp:
         for adapter in self.adapters.values():
             await adapter.start()
         limit = self.config.limits.max_message_bytes
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                          ("grpc.so_reuseport", int(self.reuse_port))])
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.so_reuseport", int(self.reuse_port)),
+            # gRPC refuses metadata past 8 KiB at random up to 16 KiB (a soft limit): a
+            # signature at our own 8,192-character cap plus the other headers must reach
+            # the verifier, which answers UNAUTHENTICATED the same way every time
+            ("grpc.max_metadata_size", METADATA_SOFT_LIMIT),
+            ("grpc.absolute_max_metadata_size", 2 * METADATA_SOFT_LIMIT)])
         server.add_generic_rpc_handlers((self.servicer.generic_handler(),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
