@@ -465,7 +465,8 @@ class Engine:
         if answer is None:  # an in-process platform: nothing crossed a wire
             return None
         return StoredReceipt(party=entry.destination, received_at=self.clock.now(),
-                             response=answer.response, token=answer.token)
+                             response=answer.response, token=answer.token,
+                             request=entry.payload)
 
 
 def _bundle_message(record: BundleRecord, parts: list[CaseRecord]) -> gw.Bundle:

@@ -20,13 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from gateway import evidence
 from gateway.audit import AuditEntry, chain_hash
 from gateway.errors import GatewayError
 from gateway.pb.tongban.v1 import case_pb2 as pb
-from gateway.signing import PublicKey, public_key_from_jwk
+from gateway.pb.tongban.v1 import gateway_pb2 as gw
+from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.signing import PublicKey, body_digest, public_key_from_jwk
 from gateway.store import CaseEvidence
 from gateway.verifier import Verifier, verify_receipt
 
@@ -70,8 +72,8 @@ def export(found: CaseEvidence, *, gateway: str, exported_at: float,
         "exported_at": exported_at, "case": _b64(case_only.SerializeToString()),
         "items": items,
         "receipts": [{"party": r.party, "received_at": r.received_at,
-                      "response": _b64(r.response), "token": r.token}
-                     for r in found.receipts],
+                      "request": _b64(r.request), "response": _b64(r.response),
+                      "token": r.token} for r in found.receipts],
         "audit": [dict(zip(AUDIT_FIELDS, (seq, *entry.row(), prev, digest), strict=True))
                   for seq, entry, prev, digest in found.audit],
         "keys": {"keys": [key.jwk() for key in keys if key.owner in signers]},
@@ -166,7 +168,7 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
             raise _Bad(f"{where}: {exc.message}") from None
         authors.append(f"{claims.iss} {claims.mth.rsplit('/', 1)[-1]}")
     _same_changes(case, proven, submitted)
-    receipts = _receipts(document.get("receipts", []), keys)
+    receipts = _receipts(document.get("receipts", []), keys, case.case_id)
     checked = _audit(document.get("audit"), case.case_id)
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
             f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
@@ -276,23 +278,50 @@ def _same_submission(case: pb.Case, author: str, method: str, request: bytes) ->
     return len(said.materials)
 
 
-def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]]) -> int:
-    """Each receipt is its party's signed answer (a response token) over its bytes."""
+def _receipts(rows: Any, keys: Mapping[str, Sequence[PublicKey]], case_id: str) -> int:
+    """Each receipt is its party's signed answer (a response token) over its bytes, to a
+    delivery about this case: the delivered request is in the file, its digest is the
+    token's rdg, and it names this case."""
     if not isinstance(rows, list):
         raise _Bad("receipts: not a list")
     verifier = Verifier(audience="", keys_for=lambda party: keys.get(party, ()))
     for n, row in enumerate(rows):
+        where = f"receipts[{n}]"
         try:
+            request = base64.b64decode(row["request"], validate=True)
             response = base64.b64decode(row["response"], validate=True)
             claims = verify_receipt(verifier, str(row["token"]), body=response)
             party = row["party"]
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise _Bad(f"receipts[{n}]: malformed ({type(exc).__name__})") from None
+            raise _Bad(f"{where}: malformed ({type(exc).__name__})") from None
         except GatewayError as exc:
-            raise _Bad(f"receipts[{n}]: {exc.message}") from None
+            raise _Bad(f"{where}: {exc.message}") from None
         if claims.iss != party:
-            raise _Bad(f"receipts[{n}]: signed by {claims.iss}, not {str(party)[:40]}")
+            raise _Bad(f"{where}: signed by {claims.iss}, not {str(party)[:40]}")
+        if claims.rdg != body_digest(request):
+            raise _Bad(f"{where}: the answer is not to the request kept with it (rdg)")
+        if _delivered_case(claims.mth, request) != case_id:
+            raise _Bad(f"{where}: it answers a delivery of another case")
     return len(rows)
+
+
+def _delivered_case(method: str, request: bytes) -> str:
+    """The case a delivery request (ReceiveCase, ForwardCase, ReceiveUpdate, UpdateCase)
+    is about; empty for anything else."""
+    kinds: dict[str, tuple[type[Message], str]] = {
+        "/tongban.v1.PartnerPlatform/ReceiveCase": (pp.ReceiveCaseRequest, "case"),
+        "/tongban.v1.Gateway/ForwardCase": (gw.ForwardCaseRequest, "case"),
+        "/tongban.v1.PartnerPlatform/ReceiveUpdate": (pp.ReceiveUpdateRequest, "update"),
+        "/tongban.v1.Gateway/UpdateCase": (gw.UpdateCaseRequest, "update"),
+    }
+    kind = kinds.get(method)
+    if kind is None:
+        return ""
+    try:
+        message = kind[0].FromString(request)
+    except (DecodeError, RecursionError):
+        return ""
+    return str(getattr(message, kind[1]).case_id)
 
 
 def _audit(rows: Any, case_id: str) -> int:

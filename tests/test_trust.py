@@ -481,3 +481,33 @@ async def test_a_credit_code_with_a_letter_gb32100_never_uses_is_invalid(
     err = await raw_call(fed, body, token(body))
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT, err.details()
     assert "applicant.id_number" in (err.details() or "")
+
+
+@pytest.mark.asyncio
+async def test_a_receipt_proves_the_delivery_of_its_own_case(manual_fed: Federation) -> None:
+    """A receipt keeps the request it answers (its rdg) and that request names the case:
+    another case's genuine receipts do not pass as this one's."""
+    from gateway import evidence_file
+    from gateway.store.offline import read_evidence as stored
+
+    fed = manual_fed
+    first, second = await submitted(fed, "RCPT-1"), await submitted(fed, "RCPT-2")
+    app = fed.apps["320100-gw"]
+    parties = [*app.config.partners.values(), *app.config.gateways.values()]
+    trusted = {p.id: list(p.keys) for p in parties}
+
+    async def exported(case_id: str) -> dict[str, object]:
+        async def receipted() -> bool:
+            found = stored(app.config.data_dir / "gateway.sqlite3", case_id)
+            return found is not None and bool(found.receipts)
+        await until(receipted)
+        found = stored(app.config.data_dir / "gateway.sqlite3", case_id)
+        assert found is not None
+        return evidence_file.export(found, gateway="320100-gw", exported_at=time.time(),
+                                    keys=[k for p in parties for k in p.keys])
+
+    one, two = await exported(first.case_id), await exported(second.case_id)
+    assert evidence_file.verify(one, trusted).ok and evidence_file.verify(two, trusted).ok
+    two["receipts"] = one["receipts"]
+    verdict = evidence_file.verify(two, trusted)
+    assert not verdict.ok and "another case" in verdict.summary, verdict.summary

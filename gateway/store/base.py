@@ -53,6 +53,7 @@ class StoredReceipt:
     received_at: float
     response: bytes
     token: str
+    request: bytes = b""  # what was delivered: its digest is the token's rdg
 
 
 @dataclass(frozen=True, slots=True)

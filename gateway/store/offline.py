@@ -102,7 +102,8 @@ def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
             return None
         statements = conn.execute("SELECT received_at, statement FROM statements "
                                   "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
-        receipts = conn.execute("SELECT party, received_at, response, token FROM receipts "
+        receipts = conn.execute("SELECT party, received_at, response, token, request "
+                                "FROM receipts "
                                 "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
         audit = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE case_id=? "
                              "ORDER BY seq", (case_id,)).fetchall()
@@ -112,5 +113,5 @@ def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
         record=_record(row),
         statements=[(float(at), bytes(body)) for at, body in statements],
         receipts=[StoredReceipt(party=r[0], received_at=float(r[1]), response=bytes(r[2]),
-                                token=r[3]) for r in receipts],
+                                token=r[3], request=bytes(r[4])) for r in receipts],
         audit=[(r[0], AuditEntry(*r[1:10]), r[10], r[11]) for r in audit])

@@ -111,7 +111,8 @@ CREATE TABLE IF NOT EXISTS receipts (
   party TEXT NOT NULL,
   received_at REAL NOT NULL,
   response BLOB NOT NULL,
-  token TEXT NOT NULL
+  token TEXT NOT NULL,
+  request BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS receipts_case ON receipts (case_id, id);
 CREATE TABLE IF NOT EXISTS probe (
@@ -680,6 +681,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE outbox ADD COLUMN dead INTEGER NOT NULL DEFAULT 0")
     if "lease_until" not in columns:
         conn.execute("ALTER TABLE outbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0")
+    if "request" not in {row[1] for row in conn.execute("PRAGMA table_info(receipts)")}:
+        conn.execute("ALTER TABLE receipts ADD COLUMN request BLOB NOT NULL DEFAULT x''")
 
 
 def _name_thread(name: str) -> None:
@@ -828,9 +831,10 @@ def _apply_effects(conn: sqlite3.Connection, case_id: str, effects: Effects,
 
 def _insert_receipts(conn: sqlite3.Connection, case_id: str,
                      receipts: Sequence[StoredReceipt]) -> None:
-    conn.executemany("INSERT INTO receipts (case_id, party, received_at, response, token) "
-                     "VALUES (?,?,?,?,?)", [(case_id, r.party, r.received_at, r.response,
-                                             r.token) for r in receipts])
+    conn.executemany("INSERT INTO receipts (case_id, party, received_at, response, token, "
+                     "request) VALUES (?,?,?,?,?,?)",
+                     [(case_id, r.party, r.received_at, r.response, r.token, r.request)
+                      for r in receipts])
 
 
 def _bundle(row: tuple[str, str, str, str, str, str]) -> BundleRecord:
