@@ -511,3 +511,58 @@ async def test_a_receipt_proves_the_delivery_of_its_own_case(manual_fed: Federat
     two["receipts"] = one["receipts"]
     verdict = evidence_file.verify(two, trusted)
     assert not verdict.ok and "another case" in verdict.summary, verdict.summary
+
+
+@pytest.mark.asyncio
+async def test_a_running_gateway_whose_store_was_altered_cannot_pass_the_change_on(
+        tmp_path: Path) -> None:
+    """The rogue here is a real 江苏 320000-gw, running: while 上海 is down, someone with
+    access to its store rewrites the applicant of a case waiting in its outbox. When 上海
+    comes up, it refuses the altered case (nothing stored there), and the rogue's outbox
+    dead-letters it: the change never reaches the target platform."""
+    import sqlite3
+
+    from gateway.app import GatewayApp
+    from gateway.config import load_config
+    from gateway.demo import rebind
+    from gateway.pb.tongban.v1 import gateway_pb2 as gwpb
+    from gateway.store.offline import list_outbox
+    from tests.federation import PARTNERS_TOML
+
+    text = federation_text("manual")
+    async with federation(tmp_path, auto="manual", text=text,
+                          gateways=("320100-gw", ROGUE)) as fed:
+        case = (await fed.client("320105").submit(
+            case_number="ALT-1", target_division="310115", item_code="shebao-zy",
+            applicant=CITIZEN)).case
+        rogue = fed.apps[ROGUE]
+        db = rogue.config.data_dir / "gateway.sqlite3"
+
+        async def waiting() -> bool:
+            return any(r.case_id == case.case_id and r.attempts > 0 for r in list_outbox(db))
+        await until(waiting)
+        conn = sqlite3.connect(db)
+        try:
+            row_id, payload = conn.execute(
+                "SELECT id, payload FROM outbox WHERE case_id=?", (case.case_id,)).fetchone()
+            forward = gwpb.ForwardCaseRequest.FromString(payload)
+            forward.case.applicant.name = "李四"
+            conn.execute("UPDATE outbox SET payload=? WHERE id=?",
+                         (forward.SerializeToString(), row_id))
+            conn.commit()
+        finally:
+            conn.close()
+        ports = {g: (c.grpc, c.http) for g, c in fed.config.gateways.items()}
+        shanghai = GatewayApp(rebind(load_config(PARTNERS_TOML, self_id="310000-gw", text=text),
+                                     ports, tmp_path))
+        await shanghai.start()
+        try:
+            async def refused_there() -> bool:
+                return any(r.dead for r in list_outbox(db))
+            await until(refused_there, within=30)
+            assert await shanghai.store.count_cases() == 0
+            [dead] = [r for r in list_outbox(db) if r.dead]
+            # refused as PERMISSION_DENIED (dead at once), naming the altered field
+            assert "case.applicant" in dead.last_error and "320105 signed" in dead.last_error
+        finally:
+            await shanghai.stop(grace_s=0.1)
