@@ -6,7 +6,8 @@ Foundation stones, wired into a certificate servicer by a later change:
 - documents.py: metadata after GB/T 36903, the issuer-signed *document* and the issuer's
   signed *status* answer (revocation), both checked offline with the issuer's JWKS;
 - authorization.py: the holder's short-lived authorization and the purpose binding rule;
-- tokens.py: what the three token kinds share (opening a JWS of one ``typ``).
+- tokens.py: what the three token kinds share (opening a JWS of one ``typ``);
+- directory.py: finding the issuer (home division, directory, ListCertificates fan-out).
 
 Each token kind has its own JWS ``typ``, distinct from the call tokens' ``tongban+jwt``,
 so none can pass for another (docs/certificates.md).
