@@ -8,7 +8,8 @@ Foundation stones, wired into a certificate servicer by a later change:
 - authorization.py: the holder's short-lived authorization and the purpose binding rule;
 - claims.py: yes/no claims (valid on a day, name, a numeric fact, age) answered by the
   issuer as a short signed answer, never the whole document (data minimisation);
-- tokens.py: what the four token kinds share (opening a JWS of one ``typ``).
+- tokens.py: what the four token kinds share (opening a JWS of one ``typ``);
+- directory.py: finding the issuer (home division, directory, ListCertificates fan-out).
 
 Each token kind has its own JWS ``typ``, distinct from the call tokens' ``tongban+jwt``,
 so none can pass for another (docs/certificates.md).
