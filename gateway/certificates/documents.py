@@ -246,7 +246,8 @@ def _signed_status(status: Status) -> None:
         raise InvalidArgument(f"one of {', '.join(sorted(SIGNED_STATUSES))}", field="status")
 
 
-def _date(value: object, field: str) -> date:
+def parse_date(value: object, field: str) -> date:
+    """A JSON date YYYY-MM-DD (fullmatch) that is a calendar date; else INVALID_ARGUMENT."""
     if not isinstance(value, str) or not DATE.fullmatch(value):
         raise InvalidArgument("a date YYYY-MM-DD", field=field)
     try:
@@ -275,9 +276,9 @@ def metadata_from_json(data: dict[str, Any]) -> Metadata:
         type_code=data["type_code"], number=data["number"], name=data["name"],
         issuer=data["issuer"], issuer_code=data["issuer_code"], holder=data["holder"],
         holder_id_type=id_type, holder_id=data["holder_id"],
-        issued_on=_date(data["issued_on"], "issued_on"),
-        valid_from=_date(data["valid_from"], "valid_from"),
-        valid_to=None if valid_to is None else _date(valid_to, "valid_to"), status=status,
+        issued_on=parse_date(data["issued_on"], "issued_on"),
+        valid_from=parse_date(data["valid_from"], "valid_from"),
+        valid_to=None if valid_to is None else parse_date(valid_to, "valid_to"), status=status,
         file=RenderedFile(file["sha256"], file["media_type"], file["size"]))
 
 
