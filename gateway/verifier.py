@@ -252,9 +252,28 @@ class Verifier:
     def _decode(self, token: str | None, now: float) -> tuple[dict[str, Any], str]:
         if not token:
             raise Unauthenticated(f"missing {HEADER} metadata")
-        if len(token) > self.max_token_chars:
+        claims, key = self._signed_claims(token, max_chars=self.max_token_chars, now=now)
+        kid = key.kid
+        jti = claims["jti"]
+        try:
+            if len(jti) > MAX_JTI_CHARS:
+                raise ValueError(f"at most {MAX_JTI_CHARS} characters")
+            random_bytes = len(b64url_decode(jti))
+        except (ValueError, binascii.Error) as exc:
+            raise Unauthenticated(f"jti is not base64url: {exc}") from None
+        if random_bytes < 16:
+            raise Unauthenticated("jti needs at least 128 random bits")
+        return claims, kid
+
+    def _signed_claims(self, token: str, *, max_chars: int, now: float | None
+                       ) -> tuple[dict[str, Any], PublicKey]:
+        """The claims of a token whose signature checks out, with the key that made it:
+        sizes, iss owning the key, integer iat/exp inside the key's window, the lifetime,
+        the claims every token carries. With now, the time window too (a call); without,
+        none (a stored statement or receipt, checked again hours or years later)."""
+        if len(token) > max_chars:
             raise Unauthenticated(f"the signature is {len(token)} characters, more than "
-                                  f"{self.max_token_chars}")
+                                  f"{max_chars}")
         payload, key = self._open_batch(token) if "~" in token else self._open(token, TYP)
         kid, owner = key.kid, key.owner
         if len(payload) > self.max_claims_bytes:
@@ -270,11 +289,12 @@ class Verifier:
             raise Unauthenticated("iat and exp must be integers (seconds)")
         if not key.valid_at(iat):
             raise Unauthenticated(f"key {kid} is not valid at iat {quote(iat)}")
-        if iat > now + self.skew_s:
-            raise Unauthenticated(f"iat is {quote(iat - int(now))} s in the future "
-                                  f"(skew {self.skew_s} s)")
-        if exp < now - self.skew_s:
-            raise Unauthenticated("signature expired")
+        if now is not None:
+            if iat > now + self.skew_s:
+                raise Unauthenticated(f"iat is {quote(iat - int(now))} s in the future "
+                                      f"(skew {self.skew_s} s)")
+            if exp < now - self.skew_s:
+                raise Unauthenticated("signature expired")
         if not 0 < exp - iat <= self.max_ttl_s:
             raise Unauthenticated(f"exp - iat must be 1..{self.max_ttl_s} s")
         for name in ("jti", "mth", "bdg"):
@@ -284,16 +304,7 @@ class Verifier:
         if not (isinstance(aud, str) and aud) and not (  # RFC 7519 §4.1.3: or an array
                 isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud)):
             raise Unauthenticated("claim aud is required: a string or an array of strings")
-        jti = claims["jti"]
-        try:
-            if len(jti) > MAX_JTI_CHARS:
-                raise ValueError(f"at most {MAX_JTI_CHARS} characters")
-            random_bytes = len(b64url_decode(jti))
-        except (ValueError, binascii.Error) as exc:
-            raise Unauthenticated(f"jti is not base64url: {exc}") from None
-        if random_bytes < 16:
-            raise Unauthenticated("jti needs at least 128 random bits")
-        return claims, kid
+        return claims, key
 
     def _check(self, claims: dict[str, Any], method: str, body: bytes) -> None:
         aud = claims["aud"]
@@ -358,30 +369,16 @@ def verify_receipt(verifier: Verifier, token: str, *, body: bytes) -> Claims:
 def _verify_stored(verifier: Verifier, token: str, body: bytes, *, response: bool,
                    home: Callable[[str], str | None] | None = None) -> Claims:
     what = "receipt" if response else "statement"
-    if not token or len(token) > MAX_STATEMENT_TOKEN:
-        raise Unauthenticated(f"a {what} needs its signer's token (at most "
-                              f"{MAX_STATEMENT_TOKEN} characters)")
-    payload, key = (verifier._open_batch(token) if "~" in token
-                    else verifier._open(token, TYP))
-    claims = _json(payload, f"{what} claims")
-    if not isinstance(claims, dict):
-        raise Unauthenticated(f"{what} claims must be a JSON object")
-    if claims.get("iss") != key.owner:
-        raise Unauthenticated(f"{what} iss does not own key {key.kid}")
-    iat, exp = claims.get("iat"), claims.get("exp")
-    if type(iat) is not int or type(exp) is not int or not 0 < exp - iat <= verifier.max_ttl_s:
-        raise Unauthenticated(f"{what} iat/exp are not integers a valid token carries")
-    if not key.valid_at(iat):
-        raise Unauthenticated(f"key {key.kid} was not valid when the {what} was signed")
-    aud = claims.get("aud")
-    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+    if not token:
+        raise Unauthenticated(f"a {what} needs its signer's token")
+    claims, key = verifier._signed_claims(token, max_chars=MAX_STATEMENT_TOKEN, now=None)
+    aud = claims["aud"]
+    if isinstance(aud, list):
         # RFC 7519 §4.1.3: several audiences; the one that matters is the signer's own
         # gateway (home), which the receiver that first accepted the call was
         wanted = home(claims["iss"]) if home is not None else None
-        claims["aud"] = aud = wanted if wanted in aud else aud[0]
-    if not isinstance(aud, str):
-        raise Unauthenticated(f"a {what} names its audience")
-    for name in ("aud", "jti", "mth", "bdg", *(("rti", "rdg") if response else ())):
+        claims["aud"] = wanted if wanted in aud else aud[0]
+    for name in ("rti", "rdg") if response else ():
         if not isinstance(claims.get(name), str) or not claims[name]:
             raise Unauthenticated(f"{what} claim {name} is required")
     if not response and ("rti" in claims or "rdg" in claims):
