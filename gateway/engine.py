@@ -246,13 +246,11 @@ class Engine:
         update.actor = caller
         update.at.CopyFrom(timestamp(now))
         update.statement.CopyFrom(statement)
-        if claims.mth == evidence.UPDATE:
-            return await self._apply(caller, update, field=field)
         try:
             return await self._apply(caller, update, field=field)
         except GatewayError as exc:
             # a CancelCase or RateCase made an update: name the field of what was sent
-            if exc.field.startswith("update."):
+            if claims.mth != evidence.UPDATE and exc.field.startswith("update."):
                 exc.field = REQUEST_FIELDS.get((claims.mth, exc.field), "case_id")
             raise
 

@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
+from gateway.config import Gateway
 from gateway.engine import Engine
 from gateway.errors import (
     GatewayError,
@@ -285,7 +286,7 @@ class GatewayServicer:
         return gw.GetCaseResponse(case=await self.engine.get(call.caller, req.case_id))
 
     async def _update(self, call: Call, req: gw.UpdateCaseRequest) -> Message:
-        if self.engine.config.party(call.caller) in self.engine.config.gateways.values():
+        if isinstance(self.engine.config.party(call.caller), Gateway):
             return await self.engine.relay(call.caller, req.update)  # a peer passes it on
         return await self.engine.report(call.caller, call.statement(), call.claims)
 
