@@ -12,6 +12,8 @@ import hashlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 
+from google.protobuf.message import Message
+
 from gateway import evidence, lifecycle
 from gateway.admission import Admission
 from gateway.bundles import aggregate
@@ -227,13 +229,13 @@ class Engine:
                          kind="case", payload=payload)
 
     # -- updates ---------------------------------------------------------------------
-    async def report(self, caller: str, statement: pb.Statement,
-                     claims: Claims) -> gw.UpdateCaseResponse:
+    async def report(self, caller: str, statement: pb.Statement, claims: Claims,
+                     request: Message | None = None) -> gw.UpdateCaseResponse:
         """An UpdateCase, CancelCase or RateCase of this gateway's own partner: the update
         its signed request makes (claims are that request's verified token), stamped
         with this gateway's receipt time, passed on with the request itself."""
         self._partner(caller)
-        update = evidence.update_from(claims.mth, statement.request)
+        update = evidence.update_from(claims.mth, statement.request, request)
         field = "update.case_id" if claims.mth == evidence.UPDATE else "case_id"
         now = self.clock.now()
         if update.HasField("rating"):

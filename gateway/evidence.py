@@ -59,6 +59,11 @@ def _parse(cls: type[Message], data: bytes, what: str) -> Message:
     return message
 
 
+def _given_or_parsed(parsed: Message | None, cls: type[Message], data: bytes,
+                     what: str) -> Message:
+    return parsed if parsed is not None else _parse(cls, data, what)
+
+
 def submission_of(method: str, request: bytes, case_number: str) -> gw.SubmitCaseRequest:
     """The SubmitCaseRequest a submission statement makes for `case_number` (a bundle's
     statement holds every part: the part with that number)."""
@@ -78,12 +83,15 @@ def submission_of(method: str, request: bytes, case_number: str) -> gw.SubmitCas
                            "number", field="case.case_number")
 
 
-def update_from(method: str, request: bytes) -> pb.CaseUpdate:
+def update_from(method: str, request: bytes, parsed: Message | None = None) -> pb.CaseUpdate:
     """What an UpdateCase, CancelCase or RateCase statement says, as a CaseUpdate with
     only the author's fields (the gateway adds actor, at, statement and the rating's
-    gateway fields). The same bytes give the same update at every gateway."""
+    gateway fields). The same bytes give the same update at every gateway.
+
+    parsed: those bytes already parsed (unknown fields dropped) by the servicer that
+    received them, so the first gateway does not parse them twice; it is consumed."""
     if method == UPDATE:
-        message = _parse(gw.UpdateCaseRequest, request, "update")
+        message = _given_or_parsed(parsed, gw.UpdateCaseRequest, request, "update")
         assert isinstance(message, gw.UpdateCaseRequest)
         update = message.update
         if update.update_id.startswith(RESERVED_UPDATE_IDS):
@@ -98,12 +106,12 @@ def update_from(method: str, request: bytes) -> pb.CaseUpdate:
             update.ClearField(name)  # type: ignore[arg-type]
         return update
     if method == CANCEL:
-        cancel = _parse(gw.CancelCaseRequest, request, "cancellation")
+        cancel = _given_or_parsed(parsed, gw.CancelCaseRequest, request, "cancellation")
         assert isinstance(cancel, gw.CancelCaseRequest)
         return pb.CaseUpdate(case_id=cancel.case_id, update_id=f"cancel:{cancel.case_id}",
                              state=pb.CASE_STATE_CANCELLED, note=cancel.reason)
     if method == RATE:
-        rate = _parse(gw.RateCaseRequest, request, "rating")
+        rate = _given_or_parsed(parsed, gw.RateCaseRequest, request, "rating")
         assert isinstance(rate, gw.RateCaseRequest)
         return pb.CaseUpdate(
             case_id=rate.case_id,

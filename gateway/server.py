@@ -288,17 +288,17 @@ class GatewayServicer:
     async def _update(self, call: Call, req: gw.UpdateCaseRequest) -> Message:
         if isinstance(self.engine.config.party(call.caller), Gateway):
             return await self.engine.relay(call.caller, req.update)  # a peer passes it on
-        return await self.engine.report(call.caller, call.statement(), call.claims)
+        return await self.engine.report(call.caller, call.statement(), call.claims, req)
 
     async def _cancel(self, call: Call, req: gw.CancelCaseRequest) -> Message:
-        answer = await self.engine.report(call.caller, call.statement(), call.claims)
+        answer = await self.engine.report(call.caller, call.statement(), call.claims, req)
         return gw.CancelCaseResponse(case=answer.case)
 
     async def _items(self, call: Call, req: gw.ListItemsRequest) -> Message:
         return self.engine.list_items(req.alliance)
 
     async def _rate(self, call: Call, req: gw.RateCaseRequest) -> Message:
-        answer = await self.engine.report(call.caller, call.statement(), call.claims)
+        answer = await self.engine.report(call.caller, call.statement(), call.claims, req)
         return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
 
     async def _submit_bundle(self, call: Call, req: gw.SubmitBundleRequest) -> Message:
