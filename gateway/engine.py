@@ -156,9 +156,8 @@ class Engine:
         bundle_id = new_ulid(self.clock.now())
         built = []
         for i, part in enumerate(req.parts):
-            part_digest = hashlib.sha256(part.SerializeToString(deterministic=True)).hexdigest()
-            built.append(self._new_case(partner, part, part_digest, statement, f"parts[{i}]",
-                                        bundle_id)[:2])
+            built.append(self._new_case(partner, part, meaning_digest(part), statement,
+                                        f"parts[{i}]", bundle_id)[:2])
         bundle = BundleRecord(bundle_id=bundle_id, bundle_number=req.bundle_number,
                               origin_partner=partner.id, name=req.name,
                               case_ids=tuple(r.case.case_id for r, _ in built),
@@ -467,6 +466,12 @@ class Engine:
         return StoredReceipt(party=entry.destination, received_at=self.clock.now(),
                              response=answer.response, token=answer.token,
                              request=entry.payload)
+
+
+def meaning_digest(message: Message) -> str:
+    """SHA-256 of a message's deterministic serialisation: the same request whatever order
+    its map entries came in (protobuf fixes no map order across languages)."""
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _bundle_message(record: BundleRecord, parts: list[CaseRecord]) -> gw.Bundle:

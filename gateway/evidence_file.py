@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from gateway import evidence
 from gateway.audit import AuditEntry, chain_hash
 from gateway.errors import GatewayError
+from gateway.lifecycle import seconds
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
@@ -156,7 +157,7 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
             if n == 0:
                 submitted = _same_submission(case, claims.iss, claims.mth,
                                              statement.request)
-                if abs(received - _seconds(case.submitted_at)) > TIME_TOLERANCE_S:
+                if abs(received - seconds(case.submitted_at)) > TIME_TOLERANCE_S:
                     raise _Bad(f"{where}: the case's submitted_at is not its receipt time")
             else:
                 update = evidence.update_from(claims.mth, statement.request)
@@ -173,10 +174,6 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
             f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
             f"{trusted}; {checked} audit entries intact")
-
-
-def _seconds(ts: Any) -> float:
-    return float(ts.ToNanoseconds()) / 1e9
 
 
 def _received(item: Mapping[str, Any], claims: Any, where: str) -> float:
@@ -215,7 +212,7 @@ def _same_changes(case: pb.Case,
         # a target's first report passes FORWARDED on its way (gateway/cases.py plan)
         if (change.state not in (said.state, pb.CASE_STATE_FORWARDED)
                 or change.note != said.note or change.claimed_at != said.claimed_at
-                or abs(_seconds(change.at) - received) > TIME_TOLERANCE_S):
+                or abs(seconds(change.at) - received) > TIME_TOLERANCE_S):
             raise _Bad(f"{what} is not what its statement says, when it was received")
     if case.timeline and case.state != case.timeline[-1].state:
         raise _Bad("case state: not the state its last timeline change set")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from grpc_status import rpc_status
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.config import Gateway
-from gateway.engine import Engine
+from gateway.engine import Engine, meaning_digest
 from gateway.errors import (
     GatewayError,
     InvalidArgument,
@@ -68,12 +67,6 @@ class Call:
 
 
 Handler = Callable[[Call, Any], Awaitable[Message]]
-
-
-def meaning_digest(message: Message) -> str:
-    """SHA-256 of a message's deterministic serialisation: the same request whatever order
-    its map entries came in (protobuf fixes no map order across languages)."""
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
 
 
 def _case_id(message: Any) -> str:
