@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.audit import AuditEntry
 from gateway.store.base import CaseEvidence, StoredReceipt
@@ -74,28 +76,21 @@ def redrive_outbox(path: Path | str, *, ids: Sequence[int] = (),
 
 def read_audit(path: Path | str) -> list[tuple[int, AuditEntry, str, str]]:
     """The audit chain of a store file, in seq order, for `tongban audit verify`."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with closing(_read_only(path)) as conn:
         rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY seq").fetchall()
-    finally:
-        conn.close()
-    return [(row[0], AuditEntry(*row[1:10]), row[10], row[11]) for row in rows]
+    return [_audit_row(row) for row in rows]
 
 
 def case_ids(path: Path | str) -> list[str]:
     """Every case a store file holds, oldest first (offline, read-only)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with closing(_read_only(path)) as conn:
         return [row[0] for row in conn.execute("SELECT case_id FROM cases ORDER BY rowid")]
-    finally:
-        conn.close()
 
 
 def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
     """A case, the statements applied to it, the receipts of its deliveries and its
     audit entries; None when the store has no such case."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with closing(_read_only(path)) as conn:
         row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM cases WHERE case_id=?",
                            (case_id,)).fetchone()
         if row is None:
@@ -107,11 +102,18 @@ def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
                                 "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
         audit = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE case_id=? "
                              "ORDER BY seq", (case_id,)).fetchall()
-    finally:
-        conn.close()
     return CaseEvidence(
         record=_record(row),
         statements=[(float(at), bytes(body)) for at, body in statements],
         receipts=[StoredReceipt(party=r[0], received_at=float(r[1]), response=bytes(r[2]),
                                 token=r[3], request=bytes(r[4])) for r in receipts],
-        audit=[(r[0], AuditEntry(*r[1:10]), r[10], r[11]) for r in audit])
+        audit=[_audit_row(r) for r in audit])
+
+
+def _read_only(path: Path | str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _audit_row(row: Any) -> tuple[int, AuditEntry, str, str]:
+    """(seq, entry, prev_hash, hash) of a row of AUDIT_COLUMNS."""
+    return row[0], AuditEntry(*row[1:10]), row[10], row[11]
