@@ -31,6 +31,13 @@ class Item:
     required_materials: tuple[str, ...]
     time_limit_days: int
     cross_province: bool
+    # material -> certificate types that may replace it (docs/certificates.md, purpose
+    # binding): a lookup of a type for this item is allowed only if some material lists it
+    certificates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def certificate_types(self) -> frozenset[str]:
+        return frozenset(t for types in self.certificates.values() for t in types)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +76,9 @@ class Partner(Party):
     gateway: str
     adapter: str
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # certificate types it issues for every one of its prefixes (the directory,
+    # docs/certificates.md); a platform that lists any answers FetchCertificates
+    issues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +151,18 @@ class Supervisor(Party):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CertificateSettings:
+    """[certificates] (docs/configuration.md): what the certificate calls need beyond the
+    catalogue and the directory."""
+
+    identity_type: str = "111"  # the 居民身份证 type VerifyIdentity asks a name_is claim of
+    # verified documents kept by their exact token: a document never changes, so its
+    # signature need not be checked twice; statuses and answers are never cached
+    document_cache: int = 4096  # entries; 0 turns it off
+    call_timeout_s: float = 5.0  # a lookup's wait for a peer or an issuing platform
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole validated configuration of one gateway process."""
 
@@ -157,6 +179,7 @@ class Config:
     supervision: Supervision = field(default_factory=Supervision)
     supervisors: Mapping[str, Supervisor] = field(default_factory=dict)
     calendar: WorkCalendar = field(default_factory=WorkCalendar)
+    certificates: CertificateSettings = field(default_factory=CertificateSettings)
     tls: ServerTls | None = None  # [self.tls]: this gateway's certificate and key
     allow_plaintext: bool = False  # [self] allow_plaintext: non-loopback without TLS
     admin_http: str | None = None  # where /metrics is served (docs/configuration.md)

@@ -17,6 +17,7 @@ from typing import Any
 from gateway.config import (
     Alliance,
     CallerLimits,
+    CertificateSettings,
     Config,
     Gateway,
     Item,
@@ -36,6 +37,7 @@ from gateway.workdays import WorkCalendar
 PARTY_ID = re.compile(r"^[1-8][0-9]{5}(-[a-z0-9]{1,16})?$")
 ITEM_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 PREFIX = re.compile(r"^[0-9]{1,6}$")
+TYPE_CODE = re.compile(r"^[0-9]{1,8}$")  # certificate type codes (docs/certificates.md)
 MODES = ("fully_online", "proxy", "multi_site")
 
 
@@ -172,13 +174,15 @@ class _Loader:
         supervision = self._supervision(top.table("supervision"))
         supervisors = self._supervisors(top, gateways, {**partners, **gateways})
         calendar = self._calendar(top.table("calendar"))
+        certificates = self._certificate_settings(top.table("certificates"))
         data_dir = (self.source.parent / me.string("data_dir", "var/{id}")
                     .replace("{id}", chosen)).resolve()
         return Config(
             self_id=chosen, signing_key=signing_key, gateways=gateways, partners=partners,
             alliances=alliances, items=items, limits=limits, data_dir=data_dir,
             source=self.source, outbox=outbox, supervision=supervision,
-            supervisors=supervisors, calendar=calendar, tls=server_tls,
+            supervisors=supervisors, calendar=calendar, certificates=certificates,
+            tls=server_tls,
             allow_plaintext=allow_plaintext, admin_http=admin_http, admin_grpc=admin_grpc,
             signing_key_path=path,
         )
@@ -455,8 +459,46 @@ class _Loader:
                 settings=dict(entry.get("settings", dict, {})),
                 batch_signatures=entry.get("batch_signatures", bool, False),
                 tls=tls if tls is None else tls.presenting(identity),
+                issues=self._type_codes(entry, "issues"),
             )
+        self._check_directory(top, out)
         return out
+
+    def _type_codes(self, entry: _Reader, key: str) -> tuple[str, ...]:
+        codes = entry.strings(key, TYPE_CODE)
+        for i, code in enumerate(codes):
+            if code in codes[:i]:
+                raise self.error([*entry.path, key, i], f"type {code!r} is listed twice")
+        return codes
+
+    def _check_directory(self, top: _Reader, partners: Mapping[str, Partner]) -> None:
+        """One platform per (prefix, certificate type): a lookup must reach the one
+        platform that keeps that register."""
+        owner: dict[tuple[str, str], str] = {}
+        for i, entry in enumerate(top.tables("partners")):
+            partner = partners[entry.string("id")]
+            for prefix in partner.prefixes:
+                for code in partner.issues:
+                    other = owner.setdefault((prefix, code), partner.id)
+                    if other != partner.id:
+                        raise self.error(["partners", i, "issues"],
+                                         f"{other!r} already issues type {code!r} for "
+                                         f"prefix {prefix!r}")
+
+    @staticmethod
+    def _certificate_settings(table: _Reader) -> CertificateSettings:
+        _refuse_unknown(table, "[certificates]", {"identity_type", "document_cache",
+                                                  "call_timeout_s"})
+        cache = table.get("document_cache", int, CertificateSettings.document_cache)
+        if not 0 <= cache <= 1_000_000:
+            raise table.fail("document_cache", "must be 0 (off) .. 1000000 entries")
+        timeout = table.get("call_timeout_s", (int, float), CertificateSettings.call_timeout_s)
+        if not 0 < timeout <= 60:
+            raise table.fail("call_timeout_s", "must be more than 0 and at most 60 s")
+        return CertificateSettings(
+            identity_type=table.string("identity_type", CertificateSettings.identity_type,
+                                       TYPE_CODE),
+            document_cache=cache, call_timeout_s=float(timeout))
 
     def _items(self, top: _Reader) -> dict[str, Item]:
         out: dict[str, Item] = {}
@@ -470,10 +512,21 @@ class _Loader:
             days = entry.get("time_limit_days", int)
             if not 0 < days <= 365:
                 raise entry.fail("time_limit_days", "must be 1..365 working days")
+            materials = entry.strings("required_materials")
+            certificates = entry.table("certificates")
+            replaces: dict[str, tuple[str, ...]] = {}
+            for material in certificates.data:
+                if material not in materials:
+                    raise certificates.fail(material, "is not one of the item's "
+                                            "required_materials")
+                replaces[material] = self._type_codes(certificates, material)
+                if not replaces[material]:
+                    raise certificates.fail(material, "lists no certificate type")
             out[code] = Item(
                 code=code, name=entry.string("name"), mode=mode,
-                required_materials=entry.strings("required_materials"),
+                required_materials=materials,
                 time_limit_days=days, cross_province=entry.get("cross_province", bool, False),
+                certificates=replaces,
             )
         return out
 

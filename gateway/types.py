@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.signing import SigningKey
-from gateway.verifier import Verifier
+from gateway.verifier import KeyLookup, Verifier
 
 if TYPE_CHECKING:
     from gateway.client import Receipt
@@ -52,6 +52,29 @@ class PartnerAdapter(Protocol):
     async def list_items(self) -> Sequence[pb.Item]: ...
 
 
+class CertificateSource(Protocol):
+    """How a gateway reaches an issuing platform's certificates (PartnerPlatform
+    FetchCertificates, CertificateStatus, AnswerClaim) or a peer gateway
+    (ForwardCertificateCall). Requests and answers are serialized messages, passed on
+    as they are. Failures are GatewayErrors with the far side's status (NotFound,
+    PermissionDenied, ...; Unavailable when it cannot be reached): an adapter maps them
+    at its boundary, never to INTERNAL. Synchronous: nothing is queued.
+    """
+
+    async def fetch_certificates(self, request: bytes) -> bytes: ...
+
+    async def certificate_status(self, request: bytes) -> bytes: ...
+
+    async def answer_claim(self, request: bytes) -> bytes: ...
+
+
+class CertificateRelay(Protocol):
+    """A peer gateway, for certificate calls: the ForwardCertificateCall request bytes
+    in, its ``response`` bytes out."""
+
+    async def forward_certificate_call(self, request: bytes) -> bytes: ...
+
+
 # An in-process platform reports a change as its partner would over UpdateCase: with its
 # own signed request (docs/signing.md §8), which the gateway checks and passes on.
 Reporter = Callable[[str, pb.Statement], Awaitable[object]]
@@ -72,3 +95,6 @@ class AdapterContext:
     # checks a platform's signed statement (a case's origin, an update's author) against
     # the federation's keys; a target platform checks what it is handed with it
     statements: Statements
+    # every party's public keys (partners.toml), for tokens signed by anyone in the
+    # federation: a holder's authorization, a document, a status statement
+    keys_for: KeyLookup | None = None

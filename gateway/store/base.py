@@ -100,6 +100,57 @@ class BundleRecord:
     request_digest: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateUse:
+    """One use of a certificate call at this gateway (docs/certificates.md, Accounting):
+    what `tongban stats certs` counts and what a holder's "who used my certificate"
+    lists. The holder is kept only as a keyed digest (holder_key), never in clear."""
+
+    use_id: str  # ULID, unique at this gateway
+    at: float  # this gateway's clock
+    method: str  # short name: LookupCertificate, ListCertificates, VerifyCertificate, ...
+    consumer: str  # the platform that asked
+    item: str  # the purpose item ("" when the call has none)
+    cert_type: str  # "" when the call names none (a listing of several types: one row each)
+    number: str  # the certificate identifier, when one was named or returned
+    issuer: str  # the issuing platform asked ("" when none was reached)
+    outcome: str  # "OK" or the refusal's status code name
+    holder_key: str  # holder digest (gateway/certificates/accounting.py), "" if no holder
+    role: str  # "origin" (the consumer's gateway), "issuer" (the issuer's) or "both"
+    # the consumer's own signed request (serialized tongban.v1.Statement), with the
+    # holder's authorization inside it: the use's evidence
+    statement: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UseCount:
+    cert_type: str
+    item: str
+    consumer: str
+    issuer: str
+    outcome: str
+    count: int
+
+
+class CertificateUseStore(Protocol):
+    """The certificate job's part of the store, apart from the cases'."""
+
+    async def record_uses(self, uses: Sequence[CertificateUse], audit: AuditEntry) -> int:
+        """Keep the uses and append the call's audit entry in one transaction (the
+        entry is passed explicitly, not carried in a ContextVar); returns its seq."""
+        ...
+
+    async def uses_of(self, holder_key: str, *, issuers: frozenset[str] | None,
+                      since: float, limit: int) -> list[CertificateUse]:
+        """Uses of one holder's certificates, oldest first; issuers: only uses answered
+        by these platforms (None: any); at >= since; at most limit."""
+        ...
+
+    async def use_counts(self) -> list[UseCount]:
+        """Uses grouped by (type, item, consumer, issuer, outcome), largest first."""
+        ...
+
+
 Mutation = Callable[[CaseRecord], Effects]
 Guard = Callable[[CaseRecord], None]  # raises to refuse
 

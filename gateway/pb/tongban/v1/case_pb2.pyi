@@ -425,6 +425,7 @@ class Case(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     BUNDLE_ID_FIELD_NUMBER: _builtins.int
     ORIGIN_STATEMENT_FIELD_NUMBER: _builtins.int
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """ULID assigned once by the origin gateway"""
     case_number: _builtins.str
@@ -490,6 +491,12 @@ class Case(_message.Message):
         against it (docs/signing.md §8); no gateway can originate or alter a case
         """
 
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CertificateCitation]:
+        """certificates cited instead of uploading materials (docs/certificates.md, Cases
+        citing certificates); checked at every hop and by the target
+        """
+
     def __init__(
         self,
         *,
@@ -519,14 +526,44 @@ class Case(_message.Message):
         rating: Global___Rating | None = ...,
         bundle_id: _builtins.str = ...,
         origin_statement: Global___Statement | None = ...,
+        certificates: _abc.Iterable[Global___CertificateCitation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "origin_statement", b"origin_statement", "rating", b"rating", "submitted_at", b"submitted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "bundle_id", b"bundle_id", "case_id", b"case_id", "case_number", b"case_number", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "missing_materials", b"missing_materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "origin_statement", b"origin_statement", "rating", b"rating", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliance", b"alliance", "applicant", b"applicant", "bundle_id", b"bundle_id", "case_id", b"case_id", "case_number", b"case_number", "certificates", b"certificates", "commitment_deadline", b"commitment_deadline", "deadline", b"deadline", "delivery", b"delivery", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "missing_materials", b"missing_materials", "mode", b"mode", "origin_gateway", b"origin_gateway", "origin_partner", b"origin_partner", "origin_statement", b"origin_statement", "rating", b"rating", "requested_division", b"requested_division", "scope", b"scope", "state", b"state", "submitted_at", b"submitted_at", "target_division", b"target_division", "target_partner", b"target_partner", "timeline", b"timeline", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class CertificateCitation(_message.Message):
+    """CertificateCitation replaces an uploaded material with an electronic certificate: the
+    issuer's signed document, checked offline against the issuer's key at every gateway
+    (signature, holder is the applicant, the item accepts its type for that material).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATERIAL_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    material: _builtins.str
+    """one of the item's required_materials"""
+    document: _builtins.str
+    """the issuer's compact JWS, typ tongban-cert+jwt"""
+    def __init__(
+        self,
+        *,
+        material: _builtins.str = ...,
+        document: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "material", b"material"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateCitation: _TypeAlias = CertificateCitation  # noqa: Y015
 
 @_typing.final
 class Statement(_message.Message):
@@ -819,6 +856,7 @@ class Item(_message.Message):
     TIME_LIMIT_DAYS_FIELD_NUMBER: _builtins.int
     CROSS_PROVINCE_FIELD_NUMBER: _builtins.int
     ALLIANCES_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TYPES_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     name: _builtins.str
     mode: Global___HandlingMode.ValueType
@@ -832,6 +870,10 @@ class Item(_message.Message):
     def alliances(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """alliances that list it (都市圈通办)"""
 
+    @_builtins.property
+    def certificate_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """certificate types that may replace a material, "material=type" (docs/certificates.md)"""
+
     def __init__(
         self,
         *,
@@ -842,10 +884,11 @@ class Item(_message.Message):
         time_limit_days: _builtins.int = ...,
         cross_province: _builtins.bool = ...,
         alliances: _abc.Iterable[_builtins.str] | None = ...,
+        certificate_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliances", b"alliances", "code", b"code", "cross_province", b"cross_province", "mode", b"mode", "name", b"name", "required_materials", b"required_materials", "time_limit_days", b"time_limit_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alliances", b"alliances", "certificate_types", b"certificate_types", "code", b"code", "cross_province", b"cross_province", "mode", b"mode", "name", b"name", "required_materials", b"required_materials", "time_limit_days", b"time_limit_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

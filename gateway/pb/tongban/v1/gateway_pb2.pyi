@@ -51,6 +51,7 @@ class SubmitCaseRequest(_message.Message):
     FORM_FIELD_NUMBER: _builtins.int
     MATERIALS_FIELD_NUMBER: _builtins.int
     DELIVERY_PREFERENCE_FIELD_NUMBER: _builtins.int
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
     case_number: _builtins.str
     """受理编号: the caller's idempotency key"""
     target_division: _builtins.str
@@ -67,6 +68,10 @@ class SubmitCaseRequest(_message.Message):
     def delivery_preference(self) -> _case_pb2.ResultDelivery:
         """how the applicant wants the result"""
 
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[_case_pb2.CertificateCitation]:
+        """instead of uploading those materials"""
+
     def __init__(
         self,
         *,
@@ -78,10 +83,11 @@ class SubmitCaseRequest(_message.Message):
         form: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         materials: _abc.Iterable[_case_pb2.MaterialRef] | None = ...,
         delivery_preference: _case_pb2.ResultDelivery | None = ...,
+        certificates: _abc.Iterable[_case_pb2.CertificateCitation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "delivery_preference", b"delivery_preference"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "case_number", b"case_number", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "mode", b"mode", "target_division", b"target_division"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "case_number", b"case_number", "certificates", b"certificates", "delivery_preference", b"delivery_preference", "form", b"form", "item_code", b"item_code", "materials", b"materials", "mode", b"mode", "target_division", b"target_division"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

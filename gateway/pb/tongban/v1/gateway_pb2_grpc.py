@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gateway.pb.tongban.v1 import certificate_pb2 as tongban_dot_v1_dot_certificate__pb2
 from gateway.pb.tongban.v1 import gateway_pb2 as tongban_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -90,6 +91,36 @@ class GatewayStub:
                 '/tongban.v1.Gateway/ForwardCase',
                 request_serializer=tongban_dot_v1_dot_gateway__pb2.ForwardCaseRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_gateway__pb2.ForwardCaseResponse.FromString,
+                _registered_method=True)
+        self.LookupCertificate = channel.unary_unary(
+                '/tongban.v1.Gateway/LookupCertificate',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.LookupCertificateRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.LookupCertificateResponse.FromString,
+                _registered_method=True)
+        self.ListCertificates = channel.unary_unary(
+                '/tongban.v1.Gateway/ListCertificates',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.ListCertificatesRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.ListCertificatesResponse.FromString,
+                _registered_method=True)
+        self.VerifyCertificate = channel.unary_unary(
+                '/tongban.v1.Gateway/VerifyCertificate',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.VerifyCertificateRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.VerifyCertificateResponse.FromString,
+                _registered_method=True)
+        self.VerifyIdentity = channel.unary_unary(
+                '/tongban.v1.Gateway/VerifyIdentity',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.VerifyIdentityRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.VerifyIdentityResponse.FromString,
+                _registered_method=True)
+        self.ListCertificateUses = channel.unary_unary(
+                '/tongban.v1.Gateway/ListCertificateUses',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesResponse.FromString,
+                _registered_method=True)
+        self.ForwardCertificateCall = channel.unary_unary(
+                '/tongban.v1.Gateway/ForwardCertificateCall',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.FromString,
                 _registered_method=True)
 
 
@@ -183,6 +214,55 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupCertificate(self, request, context):
+        """LookupCertificate returns one certificate of a holder (or only the issuer's yes/no
+        answer to a claim about it), with the holder's authorization, for a purpose item
+        that accepts its type; routed to the issuing platform (docs/certificates.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCertificates(self, request, context):
+        """ListCertificates returns the holder's certificates of the types the item accepts,
+        from the home region and from elsewhere, merged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyCertificate(self, request, context):
+        """VerifyCertificate checks a certificate by identifier or document: its issuer's
+        signature and its status now, as the issuer signs it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyIdentity(self, request, context):
+        """VerifyIdentity (远程身份核验) asks the holder's home region whether the id and the
+        name belong together; it answers match or no match and never returns stored data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCertificateUses(self, request, context):
+        """ListCertificateUses lists every recorded use of the holder's certificates, for the
+        platform where the holder authenticated (查询证照使用记录).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForwardCertificateCall(self, request, context):
+        """ForwardCertificateCall carries a certificate call from one linked gateway to the
+        next; the receiver checks the consumer's statement as the first gateway did.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +320,36 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ForwardCase,
                     request_deserializer=tongban_dot_v1_dot_gateway__pb2.ForwardCaseRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_gateway__pb2.ForwardCaseResponse.SerializeToString,
+            ),
+            'LookupCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupCertificate,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.LookupCertificateRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.LookupCertificateResponse.SerializeToString,
+            ),
+            'ListCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificates,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.ListCertificatesRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.ListCertificatesResponse.SerializeToString,
+            ),
+            'VerifyCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyCertificate,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.VerifyCertificateRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.VerifyCertificateResponse.SerializeToString,
+            ),
+            'VerifyIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyIdentity,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.VerifyIdentityRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.VerifyIdentityResponse.SerializeToString,
+            ),
+            'ListCertificateUses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCertificateUses,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesResponse.SerializeToString,
+            ),
+            'ForwardCertificateCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForwardCertificateCall,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -541,6 +651,168 @@ class Gateway:
             '/tongban.v1.Gateway/ForwardCase',
             tongban_dot_v1_dot_gateway__pb2.ForwardCaseRequest.SerializeToString,
             tongban_dot_v1_dot_gateway__pb2.ForwardCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/LookupCertificate',
+            tongban_dot_v1_dot_certificate__pb2.LookupCertificateRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.LookupCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/ListCertificates',
+            tongban_dot_v1_dot_certificate__pb2.ListCertificatesRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.ListCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/VerifyCertificate',
+            tongban_dot_v1_dot_certificate__pb2.VerifyCertificateRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.VerifyCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/VerifyIdentity',
+            tongban_dot_v1_dot_certificate__pb2.VerifyIdentityRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.VerifyIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCertificateUses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/ListCertificateUses',
+            tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.ListCertificateUsesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForwardCertificateCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Gateway/ForwardCertificateCall',
+            tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

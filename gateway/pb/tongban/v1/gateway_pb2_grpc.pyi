@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from gateway.pb.tongban.v1 import certificate_pb2 as _certificate_pb2
 from gateway.pb.tongban.v1 import gateway_pb2 as _gateway_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -70,6 +71,31 @@ class GatewayStub:
     """ForwardCase carries an admitted case from one gateway to the next (federation);
     linked gateways only. The receiver rebuilds the case from its origin_statement.
     """
+    LookupCertificate: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.LookupCertificateRequest, _certificate_pb2.LookupCertificateResponse]
+    """LookupCertificate returns one certificate of a holder (or only the issuer's yes/no
+    answer to a claim about it), with the holder's authorization, for a purpose item
+    that accepts its type; routed to the issuing platform (docs/certificates.md).
+    """
+    ListCertificates: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.ListCertificatesRequest, _certificate_pb2.ListCertificatesResponse]
+    """ListCertificates returns the holder's certificates of the types the item accepts,
+    from the home region and from elsewhere, merged.
+    """
+    VerifyCertificate: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.VerifyCertificateRequest, _certificate_pb2.VerifyCertificateResponse]
+    """VerifyCertificate checks a certificate by identifier or document: its issuer's
+    signature and its status now, as the issuer signs it.
+    """
+    VerifyIdentity: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.VerifyIdentityRequest, _certificate_pb2.VerifyIdentityResponse]
+    """VerifyIdentity (远程身份核验) asks the holder's home region whether the id and the
+    name belong together; it answers match or no match and never returns stored data.
+    """
+    ListCertificateUses: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.ListCertificateUsesRequest, _certificate_pb2.ListCertificateUsesResponse]
+    """ListCertificateUses lists every recorded use of the holder's certificates, for the
+    platform where the holder authenticated (查询证照使用记录).
+    """
+    ForwardCertificateCall: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.ForwardCertificateCallRequest, _certificate_pb2.ForwardCertificateCallResponse]
+    """ForwardCertificateCall carries a certificate call from one linked gateway to the
+    next; the receiver checks the consumer's statement as the first gateway did.
+    """
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
@@ -112,6 +138,31 @@ class GatewayAsyncStub(GatewayStub):
     ForwardCase: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ForwardCaseRequest, _gateway_pb2.ForwardCaseResponse]  # type: ignore[assignment]
     """ForwardCase carries an admitted case from one gateway to the next (federation);
     linked gateways only. The receiver rebuilds the case from its origin_statement.
+    """
+    LookupCertificate: _aio.UnaryUnaryMultiCallable[_certificate_pb2.LookupCertificateRequest, _certificate_pb2.LookupCertificateResponse]  # type: ignore[assignment]
+    """LookupCertificate returns one certificate of a holder (or only the issuer's yes/no
+    answer to a claim about it), with the holder's authorization, for a purpose item
+    that accepts its type; routed to the issuing platform (docs/certificates.md).
+    """
+    ListCertificates: _aio.UnaryUnaryMultiCallable[_certificate_pb2.ListCertificatesRequest, _certificate_pb2.ListCertificatesResponse]  # type: ignore[assignment]
+    """ListCertificates returns the holder's certificates of the types the item accepts,
+    from the home region and from elsewhere, merged.
+    """
+    VerifyCertificate: _aio.UnaryUnaryMultiCallable[_certificate_pb2.VerifyCertificateRequest, _certificate_pb2.VerifyCertificateResponse]  # type: ignore[assignment]
+    """VerifyCertificate checks a certificate by identifier or document: its issuer's
+    signature and its status now, as the issuer signs it.
+    """
+    VerifyIdentity: _aio.UnaryUnaryMultiCallable[_certificate_pb2.VerifyIdentityRequest, _certificate_pb2.VerifyIdentityResponse]  # type: ignore[assignment]
+    """VerifyIdentity (远程身份核验) asks the holder's home region whether the id and the
+    name belong together; it answers match or no match and never returns stored data.
+    """
+    ListCertificateUses: _aio.UnaryUnaryMultiCallable[_certificate_pb2.ListCertificateUsesRequest, _certificate_pb2.ListCertificateUsesResponse]  # type: ignore[assignment]
+    """ListCertificateUses lists every recorded use of the holder's certificates, for the
+    platform where the holder authenticated (查询证照使用记录).
+    """
+    ForwardCertificateCall: _aio.UnaryUnaryMultiCallable[_certificate_pb2.ForwardCertificateCallRequest, _certificate_pb2.ForwardCertificateCallResponse]  # type: ignore[assignment]
+    """ForwardCertificateCall carries a certificate call from one linked gateway to the
+    next; the receiver checks the consumer's statement as the first gateway did.
     """
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -218,6 +269,67 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_pb2.ForwardCaseResponse, _abc.Awaitable[_gateway_pb2.ForwardCaseResponse]]:
         """ForwardCase carries an admitted case from one gateway to the next (federation);
         linked gateways only. The receiver rebuilds the case from its origin_statement.
+        """
+
+    @_abc_1.abstractmethod
+    def LookupCertificate(
+        self,
+        request: _certificate_pb2.LookupCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.LookupCertificateResponse, _abc.Awaitable[_certificate_pb2.LookupCertificateResponse]]:
+        """LookupCertificate returns one certificate of a holder (or only the issuer's yes/no
+        answer to a claim about it), with the holder's authorization, for a purpose item
+        that accepts its type; routed to the issuing platform (docs/certificates.md).
+        """
+
+    @_abc_1.abstractmethod
+    def ListCertificates(
+        self,
+        request: _certificate_pb2.ListCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.ListCertificatesResponse, _abc.Awaitable[_certificate_pb2.ListCertificatesResponse]]:
+        """ListCertificates returns the holder's certificates of the types the item accepts,
+        from the home region and from elsewhere, merged.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyCertificate(
+        self,
+        request: _certificate_pb2.VerifyCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.VerifyCertificateResponse, _abc.Awaitable[_certificate_pb2.VerifyCertificateResponse]]:
+        """VerifyCertificate checks a certificate by identifier or document: its issuer's
+        signature and its status now, as the issuer signs it.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyIdentity(
+        self,
+        request: _certificate_pb2.VerifyIdentityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.VerifyIdentityResponse, _abc.Awaitable[_certificate_pb2.VerifyIdentityResponse]]:
+        """VerifyIdentity (远程身份核验) asks the holder's home region whether the id and the
+        name belong together; it answers match or no match and never returns stored data.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCertificateUses(
+        self,
+        request: _certificate_pb2.ListCertificateUsesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.ListCertificateUsesResponse, _abc.Awaitable[_certificate_pb2.ListCertificateUsesResponse]]:
+        """ListCertificateUses lists every recorded use of the holder's certificates, for the
+        platform where the holder authenticated (查询证照使用记录).
+        """
+
+    @_abc_1.abstractmethod
+    def ForwardCertificateCall(
+        self,
+        request: _certificate_pb2.ForwardCertificateCallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.ForwardCertificateCallResponse, _abc.Awaitable[_certificate_pb2.ForwardCertificateCallResponse]]:
+        """ForwardCertificateCall carries a certificate call from one linked gateway to the
+        next; the receiver checks the consumer's statement as the first gateway did.
         """
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,31 +23,32 @@ _sym_db = _symbol_database.Default()
 
 
 from gateway.pb.tongban.v1 import case_pb2 as tongban_dot_v1_dot_case__pb2
+from gateway.pb.tongban.v1 import certificate_pb2 as tongban_dot_v1_dot_certificate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tongban/v1/partner.proto\x12\ntongban.v1\x1a\x15tongban/v1/case.proto\"4\n\x12ReceiveCaseRequest\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.tongban.v1.Case\"F\n\x13ReceiveCaseResponse\x12\x1c\n\x14platform_case_number\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\">\n\x14ReceiveUpdateRequest\x12&\n\x06update\x18\x01 \x01(\x0b\x32\x16.tongban.v1.CaseUpdate\"*\n\x15ReceiveUpdateResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"%\n\x12QueryStatusRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"g\n\x13QueryStatusResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.tongban.v1.CaseState\x12*\n\x08timeline\x18\x02 \x03(\x0b\x32\x18.tongban.v1.StatusChange\"\x1a\n\x18ListPlatformItemsRequest\"<\n\x19ListPlatformItemsResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.tongban.v1.Item2\xe9\x02\n\x0fPartnerPlatform\x12N\n\x0bReceiveCase\x12\x1e.tongban.v1.ReceiveCaseRequest\x1a\x1f.tongban.v1.ReceiveCaseResponse\x12T\n\rReceiveUpdate\x12 .tongban.v1.ReceiveUpdateRequest\x1a!.tongban.v1.ReceiveUpdateResponse\x12N\n\x0bQueryStatus\x12\x1e.tongban.v1.QueryStatusRequest\x1a\x1f.tongban.v1.QueryStatusResponse\x12`\n\x11ListPlatformItems\x12$.tongban.v1.ListPlatformItemsRequest\x1a%.tongban.v1.ListPlatformItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tongban/v1/partner.proto\x12\ntongban.v1\x1a\x15tongban/v1/case.proto\x1a\x1ctongban/v1/certificate.proto\"4\n\x12ReceiveCaseRequest\x12\x1e\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x10.tongban.v1.Case\"F\n\x13ReceiveCaseResponse\x12\x1c\n\x14platform_case_number\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\">\n\x14ReceiveUpdateRequest\x12&\n\x06update\x18\x01 \x01(\x0b\x32\x16.tongban.v1.CaseUpdate\"*\n\x15ReceiveUpdateResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"%\n\x12QueryStatusRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"g\n\x13QueryStatusResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.tongban.v1.CaseState\x12*\n\x08timeline\x18\x02 \x03(\x0b\x32\x18.tongban.v1.StatusChange\"\x1a\n\x18ListPlatformItemsRequest\"<\n\x19ListPlatformItemsResponse\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.tongban.v1.Item2\xfd\x04\n\x0fPartnerPlatform\x12N\n\x0bReceiveCase\x12\x1e.tongban.v1.ReceiveCaseRequest\x1a\x1f.tongban.v1.ReceiveCaseResponse\x12T\n\rReceiveUpdate\x12 .tongban.v1.ReceiveUpdateRequest\x1a!.tongban.v1.ReceiveUpdateResponse\x12N\n\x0bQueryStatus\x12\x1e.tongban.v1.QueryStatusRequest\x1a\x1f.tongban.v1.QueryStatusResponse\x12`\n\x11ListPlatformItems\x12$.tongban.v1.ListPlatformItemsRequest\x1a%.tongban.v1.ListPlatformItemsResponse\x12`\n\x11\x46\x65tchCertificates\x12$.tongban.v1.FetchCertificatesRequest\x1a%.tongban.v1.FetchCertificatesResponse\x12`\n\x11\x43\x65rtificateStatus\x12$.tongban.v1.CertificateStatusRequest\x1a%.tongban.v1.CertificateStatusResponse\x12N\n\x0b\x41nswerClaim\x12\x1e.tongban.v1.AnswerClaimRequest\x1a\x1f.tongban.v1.AnswerClaimResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.partner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIVECASEREQUEST']._serialized_start=63
-  _globals['_RECEIVECASEREQUEST']._serialized_end=115
-  _globals['_RECEIVECASERESPONSE']._serialized_start=117
-  _globals['_RECEIVECASERESPONSE']._serialized_end=187
-  _globals['_RECEIVEUPDATEREQUEST']._serialized_start=189
-  _globals['_RECEIVEUPDATEREQUEST']._serialized_end=251
-  _globals['_RECEIVEUPDATERESPONSE']._serialized_start=253
-  _globals['_RECEIVEUPDATERESPONSE']._serialized_end=295
-  _globals['_QUERYSTATUSREQUEST']._serialized_start=297
-  _globals['_QUERYSTATUSREQUEST']._serialized_end=334
-  _globals['_QUERYSTATUSRESPONSE']._serialized_start=336
-  _globals['_QUERYSTATUSRESPONSE']._serialized_end=439
-  _globals['_LISTPLATFORMITEMSREQUEST']._serialized_start=441
-  _globals['_LISTPLATFORMITEMSREQUEST']._serialized_end=467
-  _globals['_LISTPLATFORMITEMSRESPONSE']._serialized_start=469
-  _globals['_LISTPLATFORMITEMSRESPONSE']._serialized_end=529
-  _globals['_PARTNERPLATFORM']._serialized_start=532
-  _globals['_PARTNERPLATFORM']._serialized_end=893
+  _globals['_RECEIVECASEREQUEST']._serialized_start=93
+  _globals['_RECEIVECASEREQUEST']._serialized_end=145
+  _globals['_RECEIVECASERESPONSE']._serialized_start=147
+  _globals['_RECEIVECASERESPONSE']._serialized_end=217
+  _globals['_RECEIVEUPDATEREQUEST']._serialized_start=219
+  _globals['_RECEIVEUPDATEREQUEST']._serialized_end=281
+  _globals['_RECEIVEUPDATERESPONSE']._serialized_start=283
+  _globals['_RECEIVEUPDATERESPONSE']._serialized_end=325
+  _globals['_QUERYSTATUSREQUEST']._serialized_start=327
+  _globals['_QUERYSTATUSREQUEST']._serialized_end=364
+  _globals['_QUERYSTATUSRESPONSE']._serialized_start=366
+  _globals['_QUERYSTATUSRESPONSE']._serialized_end=469
+  _globals['_LISTPLATFORMITEMSREQUEST']._serialized_start=471
+  _globals['_LISTPLATFORMITEMSREQUEST']._serialized_end=497
+  _globals['_LISTPLATFORMITEMSRESPONSE']._serialized_start=499
+  _globals['_LISTPLATFORMITEMSRESPONSE']._serialized_end=559
+  _globals['_PARTNERPLATFORM']._serialized_start=562
+  _globals['_PARTNERPLATFORM']._serialized_end=1199
 # @@protoc_insertion_point(module_scope)

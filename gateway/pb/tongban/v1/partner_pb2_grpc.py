@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from gateway.pb.tongban.v1 import certificate_pb2 as tongban_dot_v1_dot_certificate__pb2
 from gateway.pb.tongban.v1 import partner_pb2 as tongban_dot_v1_dot_partner__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -59,6 +60,21 @@ class PartnerPlatformStub:
                 request_serializer=tongban_dot_v1_dot_partner__pb2.ListPlatformItemsRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_partner__pb2.ListPlatformItemsResponse.FromString,
                 _registered_method=True)
+        self.FetchCertificates = channel.unary_unary(
+                '/tongban.v1.PartnerPlatform/FetchCertificates',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.FetchCertificatesRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.FetchCertificatesResponse.FromString,
+                _registered_method=True)
+        self.CertificateStatus = channel.unary_unary(
+                '/tongban.v1.PartnerPlatform/CertificateStatus',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.CertificateStatusRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.CertificateStatusResponse.FromString,
+                _registered_method=True)
+        self.AnswerClaim = channel.unary_unary(
+                '/tongban.v1.PartnerPlatform/AnswerClaim',
+                request_serializer=tongban_dot_v1_dot_certificate__pb2.AnswerClaimRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_certificate__pb2.AnswerClaimResponse.FromString,
+                _registered_method=True)
 
 
 class PartnerPlatformServicer:
@@ -102,6 +118,31 @@ class PartnerPlatformServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchCertificates(self, request, context):
+        """FetchCertificates returns the issuer-signed documents (and fresh status statements)
+        of the holder's certificates of the types asked, newest first. Required of a platform
+        that announces certificate types (`issues` in partners.toml); it should check the
+        holder's authorization inside consumer_statement itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CertificateStatus(self, request, context):
+        """CertificateStatus returns a fresh signed status statement of one certificate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerClaim(self, request, context):
+        """AnswerClaim answers a yes/no claim about a certificate with a signed answer whose
+        aud is the consumer; VerifyIdentity is a name_is claim on the 居民身份证.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerPlatformServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +165,21 @@ def add_PartnerPlatformServicer_to_server(servicer, server):
                     servicer.ListPlatformItems,
                     request_deserializer=tongban_dot_v1_dot_partner__pb2.ListPlatformItemsRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_partner__pb2.ListPlatformItemsResponse.SerializeToString,
+            ),
+            'FetchCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchCertificates,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.FetchCertificatesRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.FetchCertificatesResponse.SerializeToString,
+            ),
+            'CertificateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.CertificateStatus,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.CertificateStatusRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.CertificateStatusResponse.SerializeToString,
+            ),
+            'AnswerClaim': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerClaim,
+                    request_deserializer=tongban_dot_v1_dot_certificate__pb2.AnswerClaimRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_certificate__pb2.AnswerClaimResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +295,87 @@ class PartnerPlatform:
             '/tongban.v1.PartnerPlatform/ListPlatformItems',
             tongban_dot_v1_dot_partner__pb2.ListPlatformItemsRequest.SerializeToString,
             tongban_dot_v1_dot_partner__pb2.ListPlatformItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.PartnerPlatform/FetchCertificates',
+            tongban_dot_v1_dot_certificate__pb2.FetchCertificatesRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.FetchCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CertificateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.PartnerPlatform/CertificateStatus',
+            tongban_dot_v1_dot_certificate__pb2.CertificateStatusRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.CertificateStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerClaim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.PartnerPlatform/AnswerClaim',
+            tongban_dot_v1_dot_certificate__pb2.AnswerClaimRequest.SerializeToString,
+            tongban_dot_v1_dot_certificate__pb2.AnswerClaimResponse.FromString,
             options,
             channel_credentials,
             insecure,

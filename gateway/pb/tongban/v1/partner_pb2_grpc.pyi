@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from gateway.pb.tongban.v1 import certificate_pb2 as _certificate_pb2
 from gateway.pb.tongban.v1 import partner_pb2 as _partner_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -55,6 +56,18 @@ class PartnerPlatformStub:
     """ListPlatformItems returns the items the platform handles. Optional: no gateway
     calls it today (the catalogue comes from partners.toml).
     """
+    FetchCertificates: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.FetchCertificatesRequest, _certificate_pb2.FetchCertificatesResponse]
+    """FetchCertificates returns the issuer-signed documents (and fresh status statements)
+    of the holder's certificates of the types asked, newest first. Required of a platform
+    that announces certificate types (`issues` in partners.toml); it should check the
+    holder's authorization inside consumer_statement itself.
+    """
+    CertificateStatus: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.CertificateStatusRequest, _certificate_pb2.CertificateStatusResponse]
+    """CertificateStatus returns a fresh signed status statement of one certificate."""
+    AnswerClaim: _grpc.UnaryUnaryMultiCallable[_certificate_pb2.AnswerClaimRequest, _certificate_pb2.AnswerClaimResponse]
+    """AnswerClaim answers a yes/no claim about a certificate with a signed answer whose
+    aud is the consumer; VerifyIdentity is a name_is claim on the 居民身份证.
+    """
 
 @_typing.type_check_only
 class PartnerPlatformAsyncStub(PartnerPlatformStub):
@@ -82,6 +95,18 @@ class PartnerPlatformAsyncStub(PartnerPlatformStub):
     ListPlatformItems: _aio.UnaryUnaryMultiCallable[_partner_pb2.ListPlatformItemsRequest, _partner_pb2.ListPlatformItemsResponse]  # type: ignore[assignment]
     """ListPlatformItems returns the items the platform handles. Optional: no gateway
     calls it today (the catalogue comes from partners.toml).
+    """
+    FetchCertificates: _aio.UnaryUnaryMultiCallable[_certificate_pb2.FetchCertificatesRequest, _certificate_pb2.FetchCertificatesResponse]  # type: ignore[assignment]
+    """FetchCertificates returns the issuer-signed documents (and fresh status statements)
+    of the holder's certificates of the types asked, newest first. Required of a platform
+    that announces certificate types (`issues` in partners.toml); it should check the
+    holder's authorization inside consumer_statement itself.
+    """
+    CertificateStatus: _aio.UnaryUnaryMultiCallable[_certificate_pb2.CertificateStatusRequest, _certificate_pb2.CertificateStatusResponse]  # type: ignore[assignment]
+    """CertificateStatus returns a fresh signed status statement of one certificate."""
+    AnswerClaim: _aio.UnaryUnaryMultiCallable[_certificate_pb2.AnswerClaimRequest, _certificate_pb2.AnswerClaimResponse]  # type: ignore[assignment]
+    """AnswerClaim answers a yes/no claim about a certificate with a signed answer whose
+    aud is the consumer; VerifyIdentity is a name_is claim on the 居民身份证.
     """
 
 class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +156,36 @@ class PartnerPlatformServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_partner_pb2.ListPlatformItemsResponse, _abc.Awaitable[_partner_pb2.ListPlatformItemsResponse]]:
         """ListPlatformItems returns the items the platform handles. Optional: no gateway
         calls it today (the catalogue comes from partners.toml).
+        """
+
+    @_abc_1.abstractmethod
+    def FetchCertificates(
+        self,
+        request: _certificate_pb2.FetchCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.FetchCertificatesResponse, _abc.Awaitable[_certificate_pb2.FetchCertificatesResponse]]:
+        """FetchCertificates returns the issuer-signed documents (and fresh status statements)
+        of the holder's certificates of the types asked, newest first. Required of a platform
+        that announces certificate types (`issues` in partners.toml); it should check the
+        holder's authorization inside consumer_statement itself.
+        """
+
+    @_abc_1.abstractmethod
+    def CertificateStatus(
+        self,
+        request: _certificate_pb2.CertificateStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.CertificateStatusResponse, _abc.Awaitable[_certificate_pb2.CertificateStatusResponse]]:
+        """CertificateStatus returns a fresh signed status statement of one certificate."""
+
+    @_abc_1.abstractmethod
+    def AnswerClaim(
+        self,
+        request: _certificate_pb2.AnswerClaimRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_certificate_pb2.AnswerClaimResponse, _abc.Awaitable[_certificate_pb2.AnswerClaimResponse]]:
+        """AnswerClaim answers a yes/no claim about a certificate with a signed answer whose
+        aud is the consumer; VerifyIdentity is a name_is claim on the 居民身份证.
         """
 
 def add_PartnerPlatformServicer_to_server(servicer: PartnerPlatformServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
