@@ -11,7 +11,16 @@ from dataclasses import dataclass
 import grpc
 
 from gateway.batchsign import BatchSigner
-from gateway.errors import GatewayError, Unauthenticated
+from gateway.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from gateway.logs import sanitize
 from gateway.signing import HEADER
 from gateway.tls import ChannelTls, open_channel
@@ -112,3 +121,26 @@ class SignedChannel:
                             bad_answer=True) from None
         assert answer is not None  # verified
         return Receipt(response=response, token=answer)
+
+
+# A far side's refusal that says something about the request (the holder, the purpose,
+# the certificate): passed on with its own status. Anything else (it is down, it refused
+# our signature, it answered nonsense) is the far side's trouble: UNAVAILABLE.
+_PASSED_ON: dict[grpc.StatusCode, type[GatewayError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+}
+
+
+def refusal_of(exc: CallError) -> GatewayError:
+    """The status a synchronous call's caller gets when our call to the next hop failed
+    (httpcore's map_exceptions, at the boundary): never INTERNAL."""
+    kind = _PASSED_ON.get(exc.status)  # a bad answer's status is UNAVAILABLE
+    if exc.status is grpc.StatusCode.UNAUTHENTICATED:
+        return Unavailable(f"{exc.message} (it refused this gateway's signature)")
+    if kind is None:
+        return Unavailable(exc.message)
+    return kind(exc.message)
