@@ -14,6 +14,9 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
+from gateway.certificates.accounting import holder_secret
+from gateway.certificates.service import CertificateService
+from gateway.certificates.servicer import CertificateServicer
 from gateway.config import Config, Gateway, Partner
 from gateway.engine import Engine
 from gateway.errors import ConfigError, PermissionDenied, StoreUnavailable
@@ -22,7 +25,7 @@ from gateway.faults import BadRequestFilter
 from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
-from gateway.server import SERVICE, GatewayServicer
+from gateway.server import SERVICE, Edge, GatewayServicer, generic_handler
 from gateway.signing import PublicKey
 from gateway.store.sqlite import SqliteStore
 from gateway.supervision import Monitor
@@ -114,8 +117,13 @@ class GatewayApp:
                              on_events=self.metrics.record_events)
         self.engine.outbox.observe(self.metrics.record_delivery)
         self.monitor = Monitor(self.engine, self.clock, config.supervision.sweep_interval_s)
-        self.servicer = GatewayServicer(self.engine, self.verifier, self.batch_signer,
-                                        self.clock)
+        self.edge = Edge(config, self.store, self.verifier, self.batch_signer, self.clock)
+        self.servicer = GatewayServicer(self.engine, self.edge)
+        self.certificates = CertificateService(
+            config, self.store, self.engine.routes, self.adapters, self._platform_keys,
+            self.clock, holder_secret(config.signing_key),
+            on_uses=self.metrics.record_certificate_uses)
+        self.certificate_servicer = CertificateServicer(self.certificates, self.edge)
         self.metrics.watch_totals(self._totals)
         self._grpc: grpc.aio.Server | None = None
         self._admin_grpc: grpc.aio.Server | None = None
@@ -130,12 +138,18 @@ class GatewayApp:
                 "batch_signatures": self.batch_signer.signatures,
                 "signature_checks": self.verifier.signature_checks,
                 # refused before the caller was known: counted, never audited per call
-                "unauthenticated_calls": self.servicer.unauthenticated,
-                "limited_calls": sum(self.servicer.limits.refused.values())}
+                "unauthenticated_calls": self.edge.unauthenticated,
+                "limited_calls": sum(self.edge.limits.refused.values())}
 
     def _keys_for(self, party_id: str) -> tuple[PublicKey, ...]:
         party = self.config.party(party_id)
         return party.keys if party is not None else ()
+
+    def _platform_keys(self, party_id: str) -> tuple[PublicKey, ...]:
+        """Any platform's keys (partners.toml): documents, authorizations and answers are
+        signed by platforms anywhere in the federation, not only by our callers."""
+        partner = self.config.partners.get(party_id)
+        return partner.keys if partner is not None else ()
 
     def _build_adapters(self) -> None:
         factories = adapter_factories()
@@ -144,7 +158,8 @@ class GatewayApp:
                              data_dir=self.config.data_dir, report=self._report,
                              batch_signer=self.batch_signer,
                              config_dir=self.config.source.parent,
-                             statements=self.engine.statements)
+                             statements=self.engine.statements,
+                             keys_for=self._platform_keys)
         parties: list[Partner | Gateway] = [*self.config.local_partners()]
         parties += self.config.peers()
         for party in parties:
@@ -182,7 +197,8 @@ class GatewayApp:
             # the verifier, which answers UNAUTHENTICATED the same way every time
             ("grpc.max_metadata_size", METADATA_SOFT_LIMIT),
             ("grpc.absolute_max_metadata_size", 2 * METADATA_SOFT_LIMIT)])
-        server.add_generic_rpc_handlers((self.servicer.generic_handler(),))
+        server.add_generic_rpc_handlers((generic_handler(
+            self.servicer.handlers(), self.certificate_servicer.handlers()),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         me, admin_grpc, admin_http = self.config.me, self.config.admin_grpc, self.config.admin_http

@@ -422,6 +422,9 @@ class Engine:
                           required_materials=item.required_materials,
                           time_limit_days=item.time_limit_days,
                           cross_province=item.cross_province,
+                          certificate_types=[f"{material}={cert_type}" for material, types
+                                             in sorted(item.certificates.items())
+                                             for cert_type in types],
                           alliances=sorted(a.id for a in self.config.alliances.values()
                                            if item.code in a.items))
         return out

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -21,7 +22,7 @@ from grpc_status import rpc_status
 
 from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
-from gateway.config import Gateway
+from gateway.config import Config, Gateway
 from gateway.engine import Engine, meaning_digest
 from gateway.errors import (
     GatewayError,
@@ -56,6 +57,9 @@ class Call:
     claims: Claims
     body: bytes
     token: str
+    # the call's audit entry: a handler whose change the store writes with it (a case's
+    # ContextVar path, or CertificateUseStore.record_uses given it explicitly) marks seq
+    audit: PendingAudit | None = None
 
     @property
     def caller(self) -> str:
@@ -66,7 +70,7 @@ class Call:
         return pb.Statement(request=self.body, token=self.token)
 
 
-Handler = Callable[[Call, Any], Awaitable[Message]]
+Handler = Callable[[Call, Any], Awaitable[Message | bytes]]  # bytes: already serialized
 
 
 def _case_id(message: Any) -> str:
@@ -97,12 +101,21 @@ def to_status(error: GatewayError, domain: str) -> status_pb2.Status:
     return status
 
 
-class GatewayServicer:
-    def __init__(self, engine: Engine, verifier: Verifier, signer: BatchSigner,
+class Audit(Protocol):
+    async def append_audit(self, entry: AuditEntry) -> int: ...
+
+
+class Edge:
+    """The one wrapper every servicer of the Gateway service shares (grpclib's Server
+    merges each service's method table the same way): verify the caller's token over the
+    bytes that arrived, hold it to its limits, parse once, audit, sign the answer, and
+    turn a GatewayError into its status. Cases (GatewayServicer) and certificates
+    (gateway/certificates/servicer.py) only say what a method does."""
+
+    def __init__(self, config: Config, store: Audit, verifier: Verifier, signer: BatchSigner,
                  clock: Clock) -> None:
-        self.engine, self.verifier, self.signer, self.clock = engine, verifier, signer, clock
-        self.self_id = engine.config.self_id
-        config = engine.config
+        self.store, self.verifier, self.signer, self.clock = store, verifier, signer, clock
+        self.self_id = config.self_id
         self._batch_to = frozenset(  # callers that verify batch tokens
             p.id for p in (*config.partners.values(), *config.gateways.values(),
                            *config.supervisors.values()) if p.batch_signatures)
@@ -122,27 +135,10 @@ class GatewayServicer:
                                           alone=claims.iss not in self._batch_to)
         return token
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
-        unary: dict[str, tuple[type[Message], Handler]] = {
-            "SubmitCase": (gw.SubmitCaseRequest, self._submit),
-            "ForwardCase": (gw.ForwardCaseRequest, self._forward),
-            "GetCase": (gw.GetCaseRequest, self._get),
-            "UpdateCase": (gw.UpdateCaseRequest, self._update),
-            "CancelCase": (gw.CancelCaseRequest, self._cancel),
-            "ListItems": (gw.ListItemsRequest, self._items),
-            "RateCase": (gw.RateCaseRequest, self._rate),
-            "SubmitBundle": (gw.SubmitBundleRequest, self._submit_bundle),
-            "GetBundle": (gw.GetBundleRequest, self._get_bundle),
-        }
-        handlers: dict[str, grpc.RpcMethodHandler] = {
-            name: grpc.unary_unary_rpc_method_handler(self._unary(name, cls, fn))
-            for name, (cls, fn) in unary.items()
-        }
-        handlers["WatchCase"] = grpc.unary_stream_rpc_method_handler(
-            self._watch, response_serializer=lambda m: m.SerializeToString())
-        handlers["Subscribe"] = grpc.unary_stream_rpc_method_handler(
-            self._subscribe, response_serializer=lambda m: m.SerializeToString())
-        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+    def unary_handlers(self, table: Mapping[str, tuple[type[Message], Handler]]
+                       ) -> dict[str, grpc.RpcMethodHandler]:
+        return {name: grpc.unary_unary_rpc_method_handler(self._unary(name, cls, fn))
+                for name, (cls, fn) in table.items()}
 
     def _verify(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
                 body: bytes) -> Call:
@@ -153,7 +149,7 @@ class GatewayServicer:
         assert token is not None  # verified
         return Call(claims=claims, body=body, token=token)
 
-    def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
+    def admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
                body: bytes, *, stream: bool = False) -> Call:
         """_verify behind the limits (gateway/limits.py): an address that failed
         authentication too often is refused before any signature check; an authenticated
@@ -171,7 +167,7 @@ class GatewayServicer:
         return call
 
     @staticmethod
-    def _parse(cls: type[Message], body: bytes) -> Any:
+    def parse(cls: type[Message], body: bytes) -> Any:
         """Parse once; what the gateway does not understand is dropped (never stored or
         passed on), and more than a little of it is refused."""
         try:
@@ -193,7 +189,7 @@ class GatewayServicer:
             exc = GatewayError("internal error (logged at the gateway)")
         await context.abort_with_status(rpc_status.to_status(to_status(exc, self.self_id)))
 
-    async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
+    async def refuse(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
                       method: str, claims: Claims | None, case_id: str) -> None:
         """Audit what an authenticated caller was refused (best effort: the refusal goes
         out regardless), then abort. A call refused before its caller is known writes
@@ -203,9 +199,9 @@ class GatewayServicer:
         if claims is None:  # before the caller was known, or over its limits
             if not isinstance(error, ResourceExhausted):  # those are counted by the limiter
                 self._unauthenticated_call(method, error)
-        else:
+        elif not audited:  # (a job that kept its refusal with the audit entry: done)
             with contextlib.suppress(GatewayError):
-                await self._audit(method, claims, case_id, error.code.name, error.details())
+                await self.audit(method, claims, case_id, error.code.name, error.details())
         await self._abort(context, exc, method)
 
     def _unauthenticated_call(self, method: str, error: GatewayError) -> None:
@@ -224,19 +220,20 @@ class GatewayServicer:
             request: Any = None
             pending: PendingAudit | None = None
             try:
-                call = self._admit(context, method, body)
+                call = self.admit(context, method, body)
                 claims = call.claims
-                request = self._parse(cls, body)
+                request = self.parse(cls, body)
                 pending = PendingAudit(self._entry(method, claims, "", "OK"))
+                call = dataclasses.replace(call, audit=pending)
                 token = PENDING_AUDIT.set(pending)  # written with the call's own change
                 try:
                     response = await fn(call, request)
                 finally:
                     PENDING_AUDIT.reset(token)
-                out = response.SerializeToString()
+                out = response if isinstance(response, bytes) else response.SerializeToString()
                 answer = await self._answer(claims, method, out)
                 if pending.seq is None:  # a read or a duplicate: audited on its own
-                    await self._audit(method, claims, _case_id(response), "OK")
+                    await self.audit(method, claims, _case_id(response), "OK")
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except asyncio.CancelledError:
@@ -244,11 +241,12 @@ class GatewayServicer:
                 # the audit log, which is what refuses a replay of it after a restart
                 if claims is not None and (pending is None or pending.seq is None):
                     with contextlib.suppress(GatewayError):
-                        await asyncio.shield(self._audit(method, claims, _case_id(request),
+                        await asyncio.shield(self.audit(method, claims, _case_id(request),
                                                          "CANCELLED"))
                 raise
             except Exception as exc:
-                await self._refuse(context, exc, method, claims, _case_id(request))
+                await self.refuse(context, exc, method, claims, _case_id(request),
+                                  audited=pending is not None and pending.seq is not None)
                 raise  # abort raises; this line is never reached
 
         return handle
@@ -259,15 +257,42 @@ class GatewayServicer:
                           case_id=case_id, digest=claims.bdg, kid=claims.kid, jti=claims.jti,
                           outcome=outcome, detail=detail)
 
-    async def _audit(self, method: str, claims: Claims, case_id: str, outcome: str,
-                     detail: str = "") -> None:
+    async def audit(self, method: str, claims: Claims, case_id: str, outcome: str,
+                    detail: str = "") -> None:
         """Every exchange of an authenticated caller, refused ones too, goes into the hash
         chain before the answer."""
         try:
-            await self.engine.store.append_audit(
+            await self.store.append_audit(
                 self._entry(method, claims, case_id, outcome, detail))
         except GatewayError as exc:  # store closing: the call fails rather than go unaudited
             raise Unavailable(f"audit log unavailable: {exc.message}") from None
+
+
+
+class GatewayServicer:
+    """The case methods of the Gateway service (DESIGN §6)."""
+
+    def __init__(self, engine: Engine, edge: Edge) -> None:
+        self.engine, self.edge = engine, edge
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        unary: dict[str, tuple[type[Message], Handler]] = {
+            "SubmitCase": (gw.SubmitCaseRequest, self._submit),
+            "ForwardCase": (gw.ForwardCaseRequest, self._forward),
+            "GetCase": (gw.GetCaseRequest, self._get),
+            "UpdateCase": (gw.UpdateCaseRequest, self._update),
+            "CancelCase": (gw.CancelCaseRequest, self._cancel),
+            "ListItems": (gw.ListItemsRequest, self._items),
+            "RateCase": (gw.RateCaseRequest, self._rate),
+            "SubmitBundle": (gw.SubmitBundleRequest, self._submit_bundle),
+            "GetBundle": (gw.GetBundleRequest, self._get_bundle),
+        }
+        handlers = self.edge.unary_handlers(unary)
+        handlers["WatchCase"] = grpc.unary_stream_rpc_method_handler(
+            self._watch, response_serializer=lambda m: m.SerializeToString())
+        handlers["Subscribe"] = grpc.unary_stream_rpc_method_handler(
+            self._subscribe, response_serializer=lambda m: m.SerializeToString())
+        return handlers
 
     async def _submit(self, call: Call, req: gw.SubmitCaseRequest) -> Message:
         return await self.engine.submit(call.caller, req, meaning_digest(req), call.statement())
@@ -308,14 +333,14 @@ class GatewayServicer:
         method = f"/{SERVICE}/Subscribe"
         claims: Claims | None = None
         try:
-            claims = self._admit(context, method, body, stream=True).claims
-            req = self._parse(gw.SubscribeRequest, body)
+            claims = self.edge.admit(context, method, body, stream=True).claims
+            req = self.edge.parse(gw.SubscribeRequest, body)
             events = subscribe(self.engine, claims.iss, req)  # refuses before streaming
-            await self._audit(method, claims, "", "OK", f"after={req.after}")
+            await self.edge.audit(method, claims, "", "OK", f"after={req.after}")
             async for event in events:
                 yield gw.SubscribeResponse(event=event)
         except Exception as exc:
-            await self._refuse(context, exc, method, claims, "")
+            await self.edge.refuse(context, exc, method, claims, "")
 
     async def _watch(self, body: bytes,
                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Message]:
@@ -325,14 +350,25 @@ class GatewayServicer:
         claims: Claims | None = None
         case_id = ""
         try:
-            claims = self._admit(context, method, body, stream=True).claims
-            req = self._parse(gw.WatchCaseRequest, body)
+            claims = self.edge.admit(context, method, body, stream=True).claims
+            req = self.edge.parse(gw.WatchCaseRequest, body)
             case_id = _case_id(req)
             async with contextlib.aclosing(self.engine.watch(claims.iss, req.case_id)) as cases:
                 first = await anext(cases)  # NOT_FOUND for a case the caller may not see
-                await self._audit(method, claims, case_id, "OK")
+                await self.edge.audit(method, claims, case_id, "OK")
                 yield gw.WatchCaseResponse(case=first)
                 async for case in cases:
                     yield gw.WatchCaseResponse(case=case)
         except Exception as exc:
-            await self._refuse(context, exc, method, claims, case_id)
+            await self.edge.refuse(context, exc, method, claims, case_id)
+
+
+def generic_handler(*tables: Mapping[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
+    """One Gateway service from the method tables of its servicers (no name twice)."""
+    merged: dict[str, grpc.RpcMethodHandler] = {}
+    for table in tables:
+        twice = merged.keys() & table.keys()
+        if twice:
+            raise ValueError(f"methods served twice: {sorted(twice)}")
+        merged.update(table)
+    return grpc.method_handlers_generic_handler(SERVICE, merged)

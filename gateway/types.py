@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.batchsign import BatchSigner
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -52,6 +52,7 @@ class PartnerAdapter(Protocol):
     async def list_items(self) -> Sequence[pb.Item]: ...
 
 
+@runtime_checkable
 class CertificateSource(Protocol):
     """How a gateway reaches an issuing platform's certificates (PartnerPlatform
     FetchCertificates, CertificateStatus, AnswerClaim) or a peer gateway
@@ -68,6 +69,7 @@ class CertificateSource(Protocol):
     async def answer_claim(self, request: bytes) -> bytes: ...
 
 
+@runtime_checkable
 class CertificateRelay(Protocol):
     """A peer gateway, for certificate calls: the ForwardCertificateCall request bytes
     in, its ``response`` bytes out."""

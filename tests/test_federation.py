@@ -191,7 +191,9 @@ async def test_list_items_by_alliance(fed: Federation) -> None:
     items = await fed.client("320105").items("nanjing-metro")
     assert {i.code for i in items} == {"gjj-tq", "yyzz-bg", "jdc-wf"}
     everything = await fed.client("320105").items()
-    assert len(everything) == 6
+    assert len(everything) == len(fed.config.items) == 7
+    gjj = next(i for i in everything if i.code == "gjj-tq")  # which certificates replace what
+    assert sorted(gjj.certificate_types) == ["居民身份证=111", "购房合同=401"]
     with pytest.raises(CallError) as err:
         await fed.client("320105").items("no-such-alliance")
     assert err.value.status is grpc.StatusCode.NOT_FOUND

@@ -296,7 +296,7 @@ async def test_keyless_floods_write_nothing_durable(fed: Federation,
                           grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert sum(codes.values()) == 2000
     assert len(read_audit(path)) == before  # nothing durable per refused call
-    assert app.servicer.unauthenticated == codes[grpc.StatusCode.UNAUTHENTICATED]
+    assert app.edge.unauthenticated == codes[grpc.StatusCode.UNAUTHENTICATED]
     refusal_lines = [r for r in caplog.records if "before authentication" in r.getMessage()]
     assert len(refusal_lines) <= 2, len(refusal_lines)
     metrics = (await app._metrics()).decode()

@@ -361,6 +361,14 @@ def open_document(token: str, keys_for: KeyLookup, *, now: float,
     (REVOKED in the document stays final), else the signed status; then a VALID
     certificate outside its validity dates is EXPIRED or NOT_YET_VALID.
     """
+    return report(read_document(token, keys_for, now=now), keys_for, now=now, status=status)
+
+
+def read_document(token: str, keys_for: KeyLookup, *, now: float) -> Document:
+    """The signature and form checks of :func:`open_document`, its metadata's status the
+    one signed. What it returns never changes for a token (the keys being the same), so
+    a gateway may keep it: only :func:`report` depends on the time and on the issuer's
+    later word."""
     claims, key = open_token(token, keys_for, TYP, "certificate document")
     check_members(claims, _DOCUMENT_MEMBERS, frozenset(), "certificate document")
     iat = claims["iat"]
@@ -373,18 +381,24 @@ def open_document(token: str, keys_for: KeyLookup, *, now: float,
         where = exc.field if isinstance(exc, GatewayError) else "a field"
         why = exc.message if isinstance(exc, GatewayError) else "of the wrong JSON type"
         raise Unauthenticated(f"the certificate document's {where} is bad: {why}") from None
-    answer = None
+    return Document(metadata=metadata, iss=key.owner, iat=iat, kid=key.kid)
+
+
+def report(document: Document, keys_for: KeyLookup, *, now: float,
+           status: str | None = None) -> Document:
+    """A read document with the status that holds at ``now`` (see open_document)."""
+    metadata, answer = document.metadata, None
     if status is not None:
         answer = verify_status(status, keys_for, now=now)
-        if answer.iss != key.owner:
+        if answer.iss != document.iss:
             raise Unauthenticated(f"the status statement is by {answer.iss}, the document "
-                                  f"by {key.owner}")
+                                  f"by {document.iss}")
         if answer.number != metadata.number:
             raise Unauthenticated("the status statement is about another certificate")
         if metadata.status is not Status.REVOKED:
             metadata = dataclasses.replace(metadata, status=answer.status)
     metadata = dataclasses.replace(metadata, status=metadata.status_at(now))
-    return Document(metadata=metadata, iss=key.owner, iat=iat, kid=key.kid, status=answer)
+    return dataclasses.replace(document, metadata=metadata, status=answer)
 
 
 def require_valid(metadata: Metadata, *, field: str = "certificate") -> None:

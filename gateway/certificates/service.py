@@ -1,0 +1,692 @@
+"""Certificate reuse across the federation (DESIGN §8, docs/certificates.md): the job.
+
+A consumer platform asks its own gateway; the gateway checks the holder's authorization
+and the purpose, finds the issuing platform in the directory, and either asks it (an
+issuer attached here) or passes the consumer's own signed request, as its statement, to
+the next gateway on the shortest link path (ForwardCertificateCall), which checks it
+again as if the consumer had called it. Everything the answer asserts is signed by the
+issuer (documents, status statements, claim answers): the consumer's gateway checks it
+with the issuer's key before answering, whatever the gateways between did.
+
+Every use is recorded at the consumer's gateway and at the issuer's, with the consumer's
+statement (and so the holder's authorization) as its evidence, in the same transaction
+as the call's audit entry. Calls are synchronous: nothing is queued, a failed hop is
+answered with its status (gateway/client.refusal_of), never INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError, Message
+
+from gateway.audit import PendingAudit
+from gateway.certificate_ids import CertificateId, parse
+from gateway.config import Config, Gateway
+from gateway.errors import (
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    quote,
+)
+from gateway.ids import new_ulid
+from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
+from gateway.routing import RouteTable
+from gateway.store.base import CertificateUse, CertificateUseStore
+from gateway.types import CertificateRelay, CertificateSource, Clock
+from gateway.verifier import KeyLookup, ReplayCache, Verifier, verify_statement
+
+from . import claims as claim_rules
+from .accounting import holder_key
+from .authorization import Catalogue, check_authorization, check_purpose, types_for
+from .directory import Directory, Found, IssuerEntry, home_division, merge
+from .documents import Document, Holder, HolderIdType, read_document, report, verify_status
+from .wire import (
+    STATUSES,
+    cert_type_of,
+    claim_of,
+    found_message,
+    holder_message,
+    holder_of,
+    item_of,
+    metadata_message,
+)
+
+log = logging.getLogger("tongban.certificates")
+SERVICE: Final = "/tongban.v1.Gateway/"
+REQUESTS: Final[Mapping[str, type[Message]]] = {
+    "LookupCertificate": cpb.LookupCertificateRequest,
+    "ListCertificates": cpb.ListCertificatesRequest,
+    "VerifyCertificate": cpb.VerifyCertificateRequest,
+    "VerifyIdentity": cpb.VerifyIdentityRequest,
+    "ListCertificateUses": cpb.ListCertificateUsesRequest,
+}
+METHODS: Final = frozenset(SERVICE + name for name in REQUESTS)
+USES_ITEM: Final = "tongban:uses"  # the purpose of a holder's own "who used my certificate"
+MAX_USES: Final = 1000  # uses one gateway returns for one holder
+
+
+@dataclass(slots=True)
+class Ask:
+    """One certificate call being served here: who asked, what (parsed), their own
+    signed request, the gateways it passed (this one last), and the issuer the consumer's
+    gateway chose (empty there)."""
+
+    method: str  # short name
+    consumer: str
+    request: Any
+    statement: pb.Statement
+    path: list[str]
+    only: str = ""
+    audit: PendingAudit | None = None
+    uses: list[CertificateUse] = field(default_factory=list)
+
+    @property
+    def first(self) -> bool:
+        """This is the consumer's own gateway."""
+        return len(self.path) == 1
+
+
+class DocumentCache:
+    """Verified documents by their exact token. A document never changes and its check
+    does not depend on the time (the status does, and is never cached), so checking the
+    same signature twice buys nothing. LRU, bounded; size 0 keeps nothing."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[str, Document] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def read(self, token: str, keys_for: KeyLookup, now: float) -> Document:
+        kept = self._kept.get(token)
+        if kept is not None:
+            self.hits += 1
+            self._kept.move_to_end(token)
+            return kept
+        self.misses += 1
+        document = read_document(token, keys_for, now=now)
+        if self.size:
+            self._kept[token] = document
+            if len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return document
+
+
+def directory_of(config: Config) -> Directory:
+    return Directory({p.id: IssuerEntry(p.prefixes, frozenset(p.issues))
+                      for p in config.partners.values() if p.issues})
+
+
+def catalogue_of(config: Config) -> Catalogue:
+    return {code: item.certificate_types for code, item in config.items.items()}
+
+
+class CertificateService:
+    def __init__(self, config: Config, store: CertificateUseStore, routes: RouteTable,
+                 adapters: Mapping[str, object], keys_for: KeyLookup, clock: Clock,
+                 holder_secret: bytes,
+                 on_uses: Callable[[Sequence[CertificateUse]], None] | None = None) -> None:
+        """adapters: this gateway's partner and peer adapters by id (those that serve
+        certificates implement CertificateSource or CertificateRelay); keys_for: every
+        party's public keys; holder_secret: keys the holder digests of the use table."""
+        self.config, self.store, self.routes = config, store, routes
+        self.self_id = config.self_id
+        self._adapters, self._keys, self._clock = adapters, keys_for, clock
+        self._secret = holder_secret
+        self._on_uses = on_uses
+        self.directory = directory_of(config)
+        self.catalogue = catalogue_of(config)
+        self.documents = DocumentCache(config.certificates.document_cache)
+        self._timeout = config.certificates.call_timeout_s
+        self._skew = config.limits.clock_skew_s
+        homes = {p.id: p.gateway for p in config.partners.values()}
+        self._homes = homes
+        self._statements = Verifier(audience=self.self_id, keys_for=keys_for,
+                                    max_ttl_s=config.limits.max_token_ttl_s)
+        self._replays = ReplayCache()
+
+    # -- entry points ----------------------------------------------------------------
+    async def call(self, method: str, consumer: str, request: Any, statement: pb.Statement,
+                   audit: PendingAudit | None) -> bytes:
+        """A consumer platform's own call to this gateway."""
+        partner = self.config.partners.get(consumer)
+        if partner is None or partner.gateway != self.self_id:
+            raise PermissionDenied(f"{consumer} is not a platform of this gateway; a linked "
+                                   "gateway passes certificate calls on with "
+                                   "ForwardCertificateCall", field="")
+        ask = Ask(method, consumer, request, statement, [self.self_id], audit=audit)
+        return await self._serve(ask)
+
+    async def forward(self, caller: str, req: cpb.ForwardCertificateCallRequest,
+                      audit: PendingAudit | None) -> bytes:
+        """A linked gateway passes on a consumer's call: check it as the first gateway
+        did (the consumer's signature, freshness, once per issuer, the path)."""
+        if not isinstance(self.config.party(caller), Gateway):
+            raise PermissionDenied("only a linked gateway forwards certificate calls")
+        statement = req.statement
+        try:
+            claims = verify_statement(self._statements, statement.token,
+                                      body=statement.request, home=self._homes.get)
+        except Unauthenticated as exc:
+            raise PermissionDenied(f"the consumer's statement does not verify: {exc.message}",
+                                   field="statement") from None
+        method = claims.mth.removeprefix(SERVICE)
+        if claims.mth not in METHODS:
+            raise PermissionDenied(f"a statement made by {quote(claims.mth, 64)} is no "
+                                   "certificate call", field="statement")
+        consumer = self.config.partners.get(claims.iss)
+        if consumer is None or claims.aud != consumer.gateway:
+            raise PermissionDenied("the consumer's statement is not addressed to its own "
+                                   "gateway", field="statement")
+        now = self._clock.now()
+        if claims.iat > now + self._skew or claims.exp < now - self._skew:
+            raise PermissionDenied("the consumer's statement is not current (a certificate "
+                                   "call is answered while its token is valid)",
+                                   field="statement")
+        path = list(req.path)
+        issuer = self.config.partners.get(req.partner)
+        if issuer is None or not issuer.issues:
+            raise PermissionDenied(f"{quote(req.partner, 24)} issues no certificates",
+                                   field="partner")
+        if (not path or path[0] != consumer.gateway or path[-1] != caller
+                or self.self_id in path or len(set(path)) != len(path)
+                or len(path) > self.config.limits.max_hops
+                or not self.routes.on_path(consumer.gateway, issuer.gateway, caller)):
+            raise PermissionDenied("this gateway is not on the path from the consumer's "
+                                   "gateway to the issuer's", field="path")
+        if not self._replays.check_and_add(f"{claims.iss}>{req.partner}", claims.jti,
+                                           claims.exp + self._skew, now):
+            raise PermissionDenied("this certificate call was forwarded here before "
+                                   "(a replay)", field="statement")
+        cls = REQUESTS[method]
+        try:
+            request = cls.FromString(statement.request)
+        except (DecodeError, RecursionError):
+            raise PermissionDenied("the consumer's statement is not a "
+                                   f"{cls.DESCRIPTOR.name}", field="statement") from None
+        ask = Ask(method, claims.iss, request, statement, [*path, self.self_id],
+                  only=req.partner, audit=audit)
+        return await self._serve(ask)
+
+    async def _serve(self, ask: Ask) -> bytes:
+        handler: Callable[[Ask], Awaitable[bytes]] = {
+            "LookupCertificate": self._lookup, "ListCertificates": self._list,
+            "VerifyCertificate": self._verify, "VerifyIdentity": self._identity,
+            "ListCertificateUses": self._uses}[ask.method]
+        try:
+            answer = await handler(ask)
+        except GatewayError as exc:
+            if ask.uses or ask.first:
+                await self._record(ask, exc.code.name, str(exc.details()))
+            raise
+        await self._record(ask, "OK")
+        return answer
+
+    # -- the five calls ----------------------------------------------------------------
+    async def _lookup(self, ask: Ask) -> bytes:
+        req: cpb.LookupCertificateRequest = ask.request
+        holder = holder_of(req.holder)
+        cert_type = cert_type_of(req.cert_type)
+        item = item_of(req.purpose_item)
+        cid = self._identifier(req.certificate_id, cert_type) if req.certificate_id else None
+        claim = claim_of(req.claim) if req.HasField("claim") else None
+        self._note(ask, holder, cert_type, item)
+        self._authorized(req.authorization, holder, item, ask.consumer, cert_type)
+        check_purpose(self.catalogue, item=item, cert_type=cert_type)
+        division = cid.issuer_division if cid else self._home(holder)
+        found = self._issuer(ask, cert_type, division)
+        if claim is not None:
+            answer = await self._claim(ask, found, holder, cert_type, req.certificate_id,
+                                       req.claim)
+            self._note_number(ask, answer.claim_answer.number)
+            return answer.SerializeToString()
+        if self._local(found.partner):
+            fetched = await self._fetch(ask, found, holder, (cert_type,), req.certificate_id,
+                                        item, with_file=req.with_file)
+            if not fetched:
+                raise NotFound(f"{found.partner} holds no certificate of type {cert_type} of "
+                               f"holder {holder.masked()}", field="certificate_id"
+                               if req.certificate_id else "holder")
+            valid = [c for c in fetched
+                     if c.metadata.status == cpb.CERTIFICATE_STATUS_VALID]
+            chosen = (valid or fetched)[0]
+            self._note_number(ask, chosen.metadata.number)
+            return cpb.LookupCertificateResponse(certificate=chosen).SerializeToString()
+        raw = await self._relay(ask, found)
+        answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
+        if ask.first:  # the consumer's gateway checks what the issuer signed, end to end
+            got = answer.certificate
+            self._check_certificate(got, found, holder, (cert_type,), req.certificate_id)
+            if req.with_file and not got.file:
+                raise Unavailable(f"{found.partner} sent no rendered file")
+        self._note_number(ask, answer.certificate.metadata.number)
+        return raw
+
+    async def _list(self, ask: Ask) -> bytes:
+        req: cpb.ListCertificatesRequest = ask.request
+        holder = holder_of(req.holder)
+        item = item_of(req.purpose_item)
+        asked = [cert_type_of(t, f"cert_types[{i}]") for i, t in enumerate(req.cert_types)]
+        self._note(ask, holder, "", item)
+        authz = self._authorized(req.authorization, holder, item, ask.consumer, None)
+        allowed = types_for(self.catalogue, item, authz)
+        for i, cert_type in enumerate(asked):
+            if cert_type not in allowed:
+                check_purpose(self.catalogue, item=item, cert_type=cert_type)
+                raise PermissionDenied(f"the authorization does not name type {cert_type}",
+                                       field=f"cert_types[{i}]")
+        types = sorted(set(asked) or allowed)
+        if not types:
+            raise PermissionDenied(f"item {quote(item, 24)} accepts no certificates",
+                                   field="purpose_item")
+        sources = self.directory.candidates(self._home(holder), types)
+        if ask.only:
+            sources = [f for f in sources if f.partner == ask.only]
+            if not sources:
+                raise PermissionDenied(f"{ask.only} is not asked for these certificates",
+                                       field="partner")
+        results = await asyncio.gather(*(self._list_from(ask, found, holder, item)
+                                         for found in sources), return_exceptions=True)
+        listed: list[tuple[Found, Sequence[_Listed]]] = []
+        out = cpb.ListCertificatesResponse()
+        for found, result in zip(sources, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, GatewayError):
+                    if not isinstance(result, Exception):
+                        raise result
+                    log.error("certificate listing at %s failed", found.partner,
+                              exc_info=result)
+                    result = Unavailable("failed")
+                out.unavailable.append(f"{found.partner}: {result.code.name}")
+                continue
+            listed.append((found, [_Listed(c) for c in result]))
+        for _, entry in merge(listed):
+            out.certificates.append(entry.certificate)
+            self._note_number(ask, entry.certificate.metadata.number,
+                              entry.certificate.metadata.type_code,
+                              entry.certificate.found_at.partner)
+        return out.SerializeToString()
+
+    async def _list_from(self, ask: Ask, found: Found, holder: Holder,
+                         item: str) -> list[cpb.Certificate]:
+        if self._local(found.partner):
+            return await self._fetch(ask, found, holder, found.types, "", item,
+                                     with_file=False)
+        raw = await self._relay(ask, found)
+        got = list(self._decode(cpb.ListCertificatesResponse, raw, found.partner).certificates)
+        for certificate in got:
+            self._check_certificate(certificate, found, holder, found.types, "")
+            if certificate.file:
+                raise Unavailable(f"{found.partner} sent file bytes in a listing")
+        return got
+
+    async def _verify(self, ask: Ask) -> bytes:
+        req: cpb.VerifyCertificateRequest = ask.request
+        if bool(req.certificate_id) == bool(req.document):
+            raise InvalidArgument("either certificate_id or document",
+                                  field="certificate_id")
+        document = None
+        if req.document:
+            try:
+                document = self.documents.read(req.document, self._keys, self._clock.now())
+            except Unauthenticated as exc:
+                raise InvalidArgument(f"the document does not verify: {exc.message}",
+                                      field="document") from None
+        number = document.metadata.number if document else req.certificate_id
+        cid = parse(number, field="certificate_id")
+        self._note(ask, None, cid.type_code, "")
+        self._note_number(ask, number)
+        found = self._issuer(ask, cid.type_code, cid.issuer_division)
+        if document is not None and document.iss != found.partner:
+            raise InvalidArgument(f"the document is signed by {document.iss}, but "
+                                  f"{found.partner} issues it", field="document")
+        if not self._local(found.partner):
+            raw = await self._relay(ask, found)
+            answer = self._decode(cpb.VerifyCertificateResponse, raw, found.partner)
+            if ask.first:
+                self._check_status(answer.status_statement, found.partner, number, document)
+            return raw
+        request = cpb.CertificateStatusRequest(number=number, consumer=ask.consumer)
+        raw = await self._source(found.partner, "certificate_status",
+                                 request.SerializeToString())
+        statement = self._decode(cpb.CertificateStatusResponse, raw, found.partner
+                                 ).status_statement
+        reported = self._check_status(statement, found.partner, number, document)
+        out = cpb.VerifyCertificateResponse(
+            number=number, status=STATUSES[reported], status_statement=statement,
+            found_at=found_message(found, self._gateway_of(found.partner)))
+        if document is not None:
+            opened = report(document, self._keys, now=self._clock.now(), status=statement)
+            out.metadata.CopyFrom(metadata_message(opened.metadata))
+        return out.SerializeToString()
+
+    async def _identity(self, ask: Ask) -> bytes:
+        req: cpb.VerifyIdentityRequest = ask.request
+        holder = holder_of(req.holder)
+        if holder.id_type is not HolderIdType.RESIDENT:
+            raise InvalidArgument("identity is checked for a resident id (居民身份证)",
+                                  field="holder.id_type")
+        claim = claim_rules.ask("name_is", {"text": req.name}, field="name")
+        del claim  # checked here; the issuer answers it
+        item = item_of(req.purpose_item)
+        cert_type = self.config.certificates.identity_type
+        self._note(ask, holder, cert_type, item)
+        self._authorized(req.authorization, holder, item, ask.consumer, cert_type)
+        found = self._issuer(ask, cert_type, self._home(holder))
+        try:
+            answer = await self._claim(ask, found, holder, cert_type, "",
+                                       cpb.CertificateClaim(name="name_is", text=req.name))
+        except NotFound:  # no such person there: no match, and nothing else said
+            return cpb.VerifyIdentityResponse(
+                match=False, found_at=found_message(found, self._gateway_of(found.partner))
+            ).SerializeToString()
+        return cpb.VerifyIdentityResponse(
+            match=answer.claim_answer.answer, token=answer.claim_answer.token,
+            found_at=answer.claim_answer.found_at).SerializeToString()
+
+    async def _uses(self, ask: Ask) -> bytes:
+        req: cpb.ListCertificateUsesRequest = ask.request
+        holder = holder_of(req.holder)
+        authz = self._authorized(req.authorization, holder, USES_ITEM, ask.consumer, None)
+        if authz.iss != ask.consumer:
+            raise PermissionDenied("a holder lists the uses of their certificates through "
+                                   "the platform where they authenticated: the caller "
+                                   "signs that authorization itself", field="authorization.iss")
+        every = sorted({t for entry in self.directory.entries.values() for t in entry.types})
+        sources = self.directory.candidates(self._home(holder), every) if every else []
+        if ask.only:
+            sources = [f for f in sources if f.partner == ask.only]
+        results = await asyncio.gather(*(self._uses_from(ask, found, holder, req.since)
+                                         for found in sources), return_exceptions=True)
+        out = cpb.ListCertificateUsesResponse()
+        seen: dict[tuple[str, str], cpb.CertificateUse] = {}
+        for found, result in zip(sources, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, GatewayError):
+                    raise result
+                out.unavailable.append(f"{found.partner}: {result.code.name}")
+                continue
+            for use in result:
+                seen.setdefault((use.gateway, use.use_id), use)
+        out.uses.extend(sorted(seen.values(), key=lambda u: (u.at, u.gateway, u.use_id)))
+        return out.SerializeToString()
+
+    async def _uses_from(self, ask: Ask, found: Found, holder: Holder,
+                         since: float) -> list[cpb.CertificateUse]:
+        if not self._local(found.partner):
+            raw = await self._relay(ask, found)
+            return list(self._decode(cpb.ListCertificateUsesResponse, raw, found.partner).uses)
+        rows = await self.store.uses_of(self._holder_key(holder),
+                                        issuers=frozenset({found.partner}), since=since,
+                                        limit=MAX_USES)
+        return [cpb.CertificateUse(use_id=u.use_id, at=u.at, method=u.method,
+                                   consumer=u.consumer, item=u.item, cert_type=u.cert_type,
+                                   number=u.number, issuer=u.issuer, outcome=u.outcome,
+                                   gateway=self.self_id) for u in rows]
+
+    # -- issuers -------------------------------------------------------------------------
+    async def _fetch(self, ask: Ask, found: Found, holder: Holder, types: Sequence[str],
+                     certificate_id: str, item: str, *, with_file: bool
+                     ) -> list[cpb.Certificate]:
+        """An attached issuer's certificates of the holder, checked and with where found."""
+        request = cpb.FetchCertificatesRequest(
+            holder=holder_message(holder), cert_types=types, certificate_id=certificate_id,
+            consumer=ask.consumer, purpose_item=item, consumer_statement=ask.statement,
+            with_file=with_file)
+        raw = await self._source(found.partner, "fetch_certificates",
+                                 request.SerializeToString())
+        issued = self._decode(cpb.FetchCertificatesResponse, raw, found.partner).certificates
+        where = found_message(found, self.self_id)
+        out = []
+        for entry in issued:
+            document = self._document(entry.document, entry.status_statement, found.partner)
+            certificate = cpb.Certificate(
+                metadata=metadata_message(document.metadata), document=entry.document,
+                status_statement=entry.status_statement, found_at=where,
+                file=entry.file if with_file else b"")
+            self._check_certificate(certificate, found, holder, types, certificate_id)
+            out.append(certificate)
+        return out
+
+    async def _claim(self, ask: Ask, found: Found, holder: Holder, cert_type: str,
+                     certificate_id: str, claim: cpb.CertificateClaim
+                     ) -> cpb.LookupCertificateResponse:
+        if self._local(found.partner):
+            request = cpb.AnswerClaimRequest(
+                holder=holder_message(holder), cert_type=cert_type,
+                certificate_id=certificate_id, claim=claim, consumer=ask.consumer,
+                consumer_statement=ask.statement)
+            raw = await self._source(found.partner, "answer_claim",
+                                     request.SerializeToString())
+            got = self._decode(cpb.AnswerClaimResponse, raw, found.partner)
+            answer = cpb.LookupCertificateResponse(claim_answer=cpb.ClaimAnswer(
+                number=got.number, token=got.token,
+                found_at=found_message(found, self.self_id)))
+        else:
+            raw = await self._relay(ask, found)
+            if ask.method == "VerifyIdentity":
+                identity = self._decode(cpb.VerifyIdentityResponse, raw, found.partner)
+                if not identity.token:
+                    raise NotFound("no such person at the home region")
+                answer = cpb.LookupCertificateResponse(claim_answer=cpb.ClaimAnswer(
+                    token=identity.token, found_at=identity.found_at))
+            else:
+                answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
+        checked = self._check_answer(answer.claim_answer.token, found.partner, ask.consumer,
+                                     claim, cert_type, certificate_id)
+        answer.claim_answer.answer = checked.answer
+        answer.claim_answer.number = checked.number
+        return answer
+
+    def _check_answer(self, token: str, issuer: str, consumer: str,
+                      asked: cpb.CertificateClaim, cert_type: str,
+                      certificate_id: str) -> claim_rules.Answer:
+        try:
+            got = claim_rules.verify_answer(token, self._keys, consumer=consumer,
+                                            now=self._clock.now())
+        except GatewayError as exc:
+            raise Unavailable(f"{issuer}'s claim answer does not verify: {exc.message}"
+                              ) from None
+        number = parse(got.number, field="number")
+        if (got.iss != issuer or number.type_code != cert_type
+                or (certificate_id and got.number != certificate_id)
+                or claim_rules.to_json(got.claim) != claim_rules.to_json(claim_of(asked))):
+            raise Unavailable(f"{issuer}'s claim answer is not about what was asked")
+        return got
+
+    def _check_status(self, statement: str, issuer: str, number: str,
+                      document: Document | None) -> Any:
+        now = self._clock.now()
+        try:
+            status = verify_status(statement, self._keys, now=now)
+            if document is not None:
+                return report(document, self._keys, now=now, status=statement).metadata.status
+        except GatewayError as exc:
+            raise Unavailable(f"{issuer}'s status statement does not verify: {exc.message}"
+                              ) from None
+        if status.iss != issuer or status.number != number:
+            raise Unavailable(f"{issuer}'s status statement is not about {number}")
+        return status.status
+
+    def _document(self, token: str, status: str, issuer: str) -> Document:
+        now = self._clock.now()
+        try:
+            read = self.documents.read(token, self._keys, now)
+            return report(read, self._keys, now=now, status=status or None)
+        except GatewayError as exc:
+            raise Unavailable(f"a document from {issuer} does not verify: {exc.message}"
+                              ) from None
+
+    def _check_certificate(self, got: cpb.Certificate, found: Found, holder: Holder,
+                           types: Sequence[str], certificate_id: str) -> None:
+        """What an issuer's answer must be, checked with its key alone: its document and
+        status statement, for this holder, of an asked type, the one named if one was;
+        the metadata beside it exactly what the document says; the file its hash."""
+        document = self._document(got.document, got.status_statement, found.partner)
+        metadata = document.metadata
+        if document.iss != found.partner or got.found_at.partner != found.partner:
+            raise Unavailable(f"a certificate from {found.partner} is signed by {document.iss}")
+        if metadata.holder_ref != holder or metadata.type_code not in types \
+                or (certificate_id and metadata.number != certificate_id):
+            raise Unavailable(f"{found.partner} answered with a certificate that was not asked")
+        if got.metadata != metadata_message(metadata):
+            raise Unavailable(f"the metadata from {found.partner} is not what its document says")
+        if got.file and (len(got.file) != metadata.file.size
+                         or hashlib.sha256(got.file).hexdigest() != metadata.file.sha256):
+            raise Unavailable(f"the file from {found.partner} is not the one its "
+                                  "document names")
+
+    # -- plumbing --------------------------------------------------------------------
+    def _identifier(self, text: str, cert_type: str) -> CertificateId:
+        cid = parse(text, field="certificate_id")
+        if cid.type_code != cert_type:
+            raise InvalidArgument(f"the identifier's type is {cid.type_code}, not {cert_type}",
+                                  field="certificate_id")
+        return cid
+
+    def _home(self, holder: Holder) -> str:
+        return home_division(holder.id_type, holder.number, field="holder")
+
+    def _authorized(self, token: str, holder: Holder, item: str, consumer: str,
+                    cert_type: str | None) -> Any:
+        if not token:
+            raise PermissionDenied("no holder authorization: no token, no data",
+                                   field="authorization")
+        try:
+            return check_authorization(token, self._keys, holder=holder, item=item,
+                                       consumer=consumer, cert_type=cert_type,
+                                       now=self._clock.now())
+        except Unauthenticated as exc:
+            raise Unauthenticated(exc.message, field="authorization") from None
+
+    def _issuer(self, ask: Ask, cert_type: str, division: str) -> Found:
+        found = self.directory.issuer_for(cert_type, division)
+        if ask.only and found.partner != ask.only:
+            raise PermissionDenied(f"the consumer's gateway chose {ask.only}, the directory "
+                                   f"here names {found.partner}", field="partner")
+        return found
+
+    def _gateway_of(self, partner: str) -> str:
+        return self.config.partners[partner].gateway
+
+    def _local(self, partner: str) -> bool:
+        return self._gateway_of(partner) == self.self_id
+
+    async def _source(self, partner: str, name: str, request: bytes) -> bytes:
+        adapter = self._adapters.get(partner)
+        if not isinstance(adapter, CertificateSource):
+            raise Unavailable(f"{partner}'s adapter serves no certificates")
+        try:
+            async with asyncio.timeout(self._timeout):
+                result: bytes = await getattr(adapter, name)(request)
+                return result
+        except TimeoutError:
+            raise Unavailable(f"{partner} did not answer within {self._timeout:g} s") from None
+
+    async def _relay(self, ask: Ask, found: Found) -> bytes:
+        hop = self.routes.next_hop_to(self._gateway_of(found.partner))
+        adapter = self._adapters.get(hop or "")
+        if hop is None or not isinstance(adapter, CertificateRelay):
+            raise Unavailable(f"no link path reaches {found.partner}'s gateway")
+        request = cpb.ForwardCertificateCallRequest(statement=ask.statement, path=ask.path,
+                                                    partner=found.partner)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await adapter.forward_certificate_call(request.SerializeToString())
+        except TimeoutError:
+            raise Unavailable(f"{hop} did not answer within {self._timeout:g} s") from None
+
+    @staticmethod
+    def _decode(cls: type[Any], raw: bytes, party: str) -> Any:
+        try:
+            return cls.FromString(raw)
+        except (DecodeError, RecursionError):
+            raise Unavailable(f"{party} answered with something that is not a "
+                              f"{cls.DESCRIPTOR.name}") from None
+
+    # -- accounting ------------------------------------------------------------------
+    def _holder_key(self, holder: Holder) -> str:
+        return holder_key(self._secret, holder.id_type.value, holder.number)
+
+    def _note(self, ask: Ask, holder: Holder | None, cert_type: str, item: str) -> None:
+        """What the use rows of this call will say (filled in as the call goes)."""
+        ask.uses = [CertificateUse(
+            use_id="", at=0.0, method=ask.method, consumer=ask.consumer, item=item,
+            cert_type=cert_type, number="", issuer="", outcome="",
+            holder_key=self._holder_key(holder) if holder else "", role="",
+            statement=ask.statement.SerializeToString())]
+
+    def _note_number(self, ask: Ask, number: str, cert_type: str = "",
+                     issuer: str = "") -> None:
+        if not ask.uses:
+            return
+        base = ask.uses[0]
+        row = dataclasses.replace(base, number=number, cert_type=cert_type or base.cert_type,
+                                  issuer=issuer)
+        if not base.number and not base.issuer and len(ask.uses) == 1:
+            ask.uses[0] = row
+        else:
+            ask.uses.append(row)
+
+    async def _record(self, ask: Ask, outcome: str, detail: str = "") -> None:
+        """Keep the call's uses with its audit entry, in one transaction."""
+        if ask.method == "ListCertificateUses" or not ask.uses:
+            return
+        now = self._clock.now()
+        rows = []
+        for use in ask.uses:
+            issuer = use.issuer or (ask.only or self._issuer_guess(use))
+            local = bool(issuer) and issuer in self.config.partners and self._local(issuer)
+            role = "both" if ask.first and local else "origin" if ask.first else "issuer"
+            if not ask.first and not local:
+                continue  # a gateway between: audited, not counted
+            rows.append(dataclasses.replace(use, use_id=new_ulid(), at=now, issuer=issuer,
+                                            outcome=outcome, role=role))
+        if not rows:
+            return
+        audit = ask.audit
+        entry = audit.entry if audit is not None else None
+        if entry is None:
+            return
+        if outcome != "OK":
+            entry = dataclasses.replace(entry, outcome=outcome, detail=detail)
+        try:
+            seq = await self.store.record_uses(rows, entry)
+        except GatewayError as exc:
+            raise Unavailable(f"the use could not be recorded: {exc.message}") from None
+        if audit is not None:
+            audit.seq = seq
+        if self._on_uses is not None:
+            self._on_uses(rows)
+
+    def _issuer_guess(self, use: CertificateUse) -> str:
+        """The issuer of a use that failed before one answered: the one the directory
+        names for its type and holder, if the call got that far."""
+        if use.number:
+            try:
+                cid = parse(use.number)
+                return self.directory.issuer_for(cid.type_code, cid.issuer_division).partner
+            except GatewayError:
+                return ""
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    certificate: cpb.Certificate
+
+    @property
+    def number(self) -> str:
+        return self.certificate.metadata.number
+
