@@ -10,6 +10,8 @@ its scope is refused at every hop, not only where it entered.
 from __future__ import annotations
 
 from gateway import evidence
+from gateway.certificates.citations import check_citations
+from gateway.certificates.directory import directory_of
 from gateway.config import Config
 from gateway.divisions import resolve
 from gateway.errors import NotFound, PermissionDenied, quote
@@ -18,6 +20,7 @@ from gateway.lifecycle import seconds, timestamp
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.routing import Route, RouteTable, Scope, admit
+from gateway.signing import PublicKey
 from gateway.validation import MODE_NAMES, check_delivery, check_submit
 
 SCOPES = {Scope.INTRA_PROVINCE: pb.SCOPE_INTRA_PROVINCE,
@@ -29,6 +32,11 @@ class Admission:
     def __init__(self, config: Config, routes: RouteTable,
                  statements: evidence.Statements) -> None:
         self.config, self.routes, self.statements = config, routes, statements
+        self.directory = directory_of(config)
+        self._keys = {p.id: p.keys for p in config.partners.values()}
+
+    def _keys_of(self, party: str) -> tuple[PublicKey, ...]:
+        return self._keys.get(party, ())
 
     def build(self, origin: str, req: gw.SubmitCaseRequest, *, case_id: str, at: float,
                     origin_gateway: str, bundle_id: str, prefix: str
@@ -49,6 +57,8 @@ class Admission:
                            field=f"{prefix}target_division")
         route = self.routes.route(resolution.current, field=f"{prefix}target_division")
         admission = admit(origin[:6], resolution.current, item, self.config.alliances.values())
+        check_citations(req.certificates, item, req.applicant, self.directory, self._keys_of,
+                        at=at, prefix=prefix)
         case = pb.Case(
             case_id=case_id, case_number=req.case_number, origin_partner=origin,
             origin_gateway=origin_gateway, target_division=resolution.current,
@@ -59,7 +69,7 @@ class Admission:
             materials=req.materials, state=pb.CASE_STATE_SUBMITTED,
             submitted_at=timestamp(at), updated_at=timestamp(at),
             deadline=timestamp(self.config.calendar.add(at, item.time_limit_days)),
-            bundle_id=bundle_id)
+            bundle_id=bundle_id, certificates=req.certificates)
         if req.HasField("delivery_preference"):
             case.delivery_preference.CopyFrom(req.delivery_preference)
         case.timeline.add(state=pb.CASE_STATE_SUBMITTED, at=timestamp(at), actor=origin,

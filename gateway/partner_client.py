@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from gateway.batchsign import BatchSigner
 from gateway.client import CallError, SignedChannel
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, PublicKey, SigningKey
 from gateway.tls import ChannelTls, open_channel
@@ -84,6 +85,28 @@ class PartnerClient:
     async def bundle(self, bundle_id: str) -> gw.Bundle:
         return (await self._call("GetBundle", gw.GetBundleRequest(bundle_id=bundle_id),
                                  gw.GetBundleResponse)).bundle
+
+    # -- certificates (docs/certificates.md) ------------------------------------------
+    async def lookup_certificate(self, **fields: Any) -> cpb.LookupCertificateResponse:
+        return await self._call("LookupCertificate", cpb.LookupCertificateRequest(**fields),
+                                cpb.LookupCertificateResponse)
+
+    async def list_certificates(self, **fields: Any) -> cpb.ListCertificatesResponse:
+        return await self._call("ListCertificates", cpb.ListCertificatesRequest(**fields),
+                                cpb.ListCertificatesResponse)
+
+    async def verify_certificate(self, **fields: Any) -> cpb.VerifyCertificateResponse:
+        return await self._call("VerifyCertificate", cpb.VerifyCertificateRequest(**fields),
+                                cpb.VerifyCertificateResponse)
+
+    async def verify_identity(self, **fields: Any) -> cpb.VerifyIdentityResponse:
+        return await self._call("VerifyIdentity", cpb.VerifyIdentityRequest(**fields),
+                                cpb.VerifyIdentityResponse)
+
+    async def certificate_uses(self, **fields: Any) -> cpb.ListCertificateUsesResponse:
+        return await self._call("ListCertificateUses",
+                                cpb.ListCertificateUsesRequest(**fields),
+                                cpb.ListCertificateUsesResponse)
 
     async def _stream(self, name: str, request: Message, answer: type[M]) -> AsyncIterator[M]:
         body = request.SerializeToString()

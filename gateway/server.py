@@ -190,7 +190,8 @@ class Edge:
         await context.abort_with_status(rpc_status.to_status(to_status(exc, self.self_id)))
 
     async def refuse(self, context: grpc.aio.ServicerContext[Any, Any], exc: Exception,
-                      method: str, claims: Claims | None, case_id: str) -> None:
+                     method: str, claims: Claims | None, case_id: str, *,
+                     audited: bool = False) -> None:
         """Audit what an authenticated caller was refused (best effort: the refusal goes
         out regardless), then abort. A call refused before its caller is known writes
         nothing durable: anyone can send those, so they are counted and logged (at most

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Final, Protocol, TypeVar
 
 from gateway.certificate_ids import TYPE_CODE
+from gateway.config import Config
 from gateway.errors import ConfigError, InvalidArgument, NotFound, quote
 from gateway.identifiers import check_credit_code, check_resident_id
 
@@ -225,3 +226,9 @@ def merge(results: Iterable[tuple[Found, Sequence[L]]]) -> list[tuple[Found, L]]
         for item in sorted(listing, key=lambda i: i.number):
             kept.setdefault(item.number, (found, item))
     return sorted(kept.values(), key=lambda fi: (fi[0].rank(), fi[1].number))
+
+
+def directory_of(config: Config) -> Directory:
+    """The directory partners.toml announces: each partner's prefixes and `issues`."""
+    return Directory({p.id: IssuerEntry(p.prefixes, frozenset(p.issues))
+                      for p in config.partners.values() if p.issues})

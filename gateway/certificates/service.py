@@ -50,7 +50,7 @@ from gateway.verifier import KeyLookup, ReplayCache, Verifier, verify_statement
 from . import claims as claim_rules
 from .accounting import holder_key
 from .authorization import Catalogue, check_authorization, check_purpose, types_for
-from .directory import Directory, Found, IssuerEntry, home_division, merge
+from .directory import Found, directory_of, home_division, merge
 from .documents import Document, Holder, HolderIdType, read_document, report, verify_status
 from .wire import (
     STATUSES,
@@ -121,11 +121,6 @@ class DocumentCache:
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)
         return document
-
-
-def directory_of(config: Config) -> Directory:
-    return Directory({p.id: IssuerEntry(p.prefixes, frozenset(p.issues))
-                      for p in config.partners.values() if p.issues})
 
 
 def catalogue_of(config: Config) -> Catalogue:
