@@ -1,4 +1,4 @@
-"""The `tongban` command: serve, demo, keys, token, audit, outbox, evidence."""
+"""The `tongban` command: serve, demo, keys, token, audit, outbox, evidence, stats."""
 
 from __future__ import annotations
 
@@ -80,9 +80,12 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _store_path(args: argparse.Namespace) -> Path | None:
-    """--db, or the store in the data_dir of the gateway named by --config/--as."""
+    """--db, the store in --data-dir, or the one in the data_dir of the gateway named by
+    --config/--as."""
     if args.db:
         path = Path(args.db)
+    elif getattr(args, "data_dir", None):
+        path = Path(args.data_dir) / "gateway.sqlite3"
     else:
         from gateway.config import load_config
 
@@ -128,6 +131,18 @@ def _outbox(args: argparse.Namespace) -> int:
         return 2
     count = redrive_outbox(path, ids=args.id or (), destination=args.destination)
     print(f"re-drove {count} dead-lettered entries")
+    return 0
+
+
+def _stats_certs(args: argparse.Namespace) -> int:
+    """Certificate uses counted per type, item, consumer, issuer and outcome (DESIGN §8)."""
+    from gateway.certificates.accounting import format_table
+    from gateway.store.offline import read_use_counts
+
+    path = _store_path(args)
+    if path is None:
+        return 2
+    print(format_table(read_use_counts(path)))
     return 0
 
 
@@ -246,6 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--as", dest="self_id")
         p.add_argument("--db", help="a store file (default: the gateway's data_dir)")
 
+    stats = sub.add_parser("stats", help="counts from the gateway's store")
+    stats_sub = stats.add_subparsers(dest="stats_command", required=True)
+    certs = stats_sub.add_parser("certs", help="certificate uses per type, item, consumer, "
+                                 "issuer and outcome")
+    certs.add_argument("--config", default="partners.toml")
+    certs.add_argument("--as", dest="self_id")
+    certs.add_argument("--data-dir", help="the gateway's data_dir (default: from --config)")
+    certs.add_argument("--db", help="a store file (default: the gateway's data_dir)")
+
     proof = sub.add_parser("evidence", help="a case's signed statements, as one file")
     proof_sub = proof.add_subparsers(dest="evidence_command", required=True)
     export = proof_sub.add_parser("export", help="write the evidence file of a case")
@@ -282,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             return _audit_verify(args)
         if args.command == "outbox":
             return _outbox(args)
+        if args.command == "stats":
+            return _stats_certs(args)
         _loop_runner()
         if args.command == "serve":
             return asyncio.run(_serve(args))

@@ -3,7 +3,7 @@ gateways in one process; the global registry would mix them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -11,6 +11,9 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.store.base import CertificateUse
+
+USE_LABELS = ("method", "cert_type", "item", "consumer", "issuer", "outcome")
 
 
 class _Totals(Collector):
@@ -66,6 +69,12 @@ class Metrics:
                 ("outbox_dead", "Dead-lettered deliveries waiting for `tongban outbox redrive`"),
             )}
         self._by_kind: dict[int, Counter] = {}
+        # every certificate use is counted (DESIGN §8). The labels stay few: configured
+        # partners, items and types, checked before a use is recorded, and status names
+        self.certificate_uses = Counter(
+            "tongban_certificate_uses", "Certificate calls kept as uses (`tongban stats "
+            "certs`), by method, type, item, consumer, issuer and outcome", USE_LABELS,
+            registry=self.registry)
         self.info = Gauge("tongban_gateway_info", "This gateway", ["gateway"],
                           registry=self.registry)
         self.info.labels(**labels).set(1)
@@ -80,6 +89,14 @@ class Metrics:
                 kind = pb.EventKind.Name(event.kind).removeprefix("EVENT_KIND_").lower()
                 counter = self._by_kind[event.kind] = self.events(kind=kind)
             counter.inc()
+
+    def record_certificate_uses(self, uses: Sequence[CertificateUse]) -> None:
+        """Count uses once the store has kept them (the counter never runs ahead of
+        what `tongban stats certs` reads)."""
+        for use in uses:
+            self.certificate_uses.labels(
+                method=use.method, cert_type=use.cert_type, item=use.item,
+                consumer=use.consumer, issuer=use.issuer, outcome=use.outcome).inc()
 
     def record_delivery(self, outcome: str, destination: str) -> None:
         if outcome == "unauthenticated":  # an alert beside the attempt's own outcome

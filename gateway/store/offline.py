@@ -1,7 +1,7 @@
 """Reading a store file beside a running gateway, for the operator's commands (`tongban
-outbox`, `tongban audit verify`, `tongban evidence export`) and the tests: short-lived
-connections of their own, read-only except the outbox re-drive. WAL lets them read
-committed data while the gateway writes.
+outbox`, `tongban audit verify`, `tongban evidence export`, `tongban stats certs`) and the
+tests: short-lived connections of their own, read-only except the outbox re-drive. WAL
+lets them read committed data while the gateway writes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import AuditEntry
-from gateway.store.base import CaseEvidence, StoredReceipt
-from gateway.store.sqlite import AUDIT_COLUMNS, RECORD_COLUMNS, _record
+from gateway.store.base import CaseEvidence, StoredReceipt, UseCount
+from gateway.store.sqlite import AUDIT_COLUMNS, RECORD_COLUMNS, USE_COUNTS_SQL, _record
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,17 @@ def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
         receipts=[StoredReceipt(party=r[0], received_at=float(r[1]), response=bytes(r[2]),
                                 token=r[3], request=bytes(r[4])) for r in receipts],
         audit=[_audit_row(r) for r in audit])
+
+
+def read_use_counts(path: Path | str) -> list[UseCount]:
+    """Certificate uses grouped by (type, item, consumer, issuer, outcome), largest first,
+    as the store's use_counts gives them. A file written before the table existed (the
+    gateway adds it when it next opens the file; this connection only reads) has none."""
+    with closing(_read_only(path)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                        "name='certificate_uses'").fetchone() is None:
+            return []
+        return [UseCount(*row) for row in conn.execute(USE_COUNTS_SQL)]
 
 
 def _read_only(path: Path | str) -> sqlite3.Connection:

@@ -33,12 +33,15 @@ from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store.base import (
     BundleRecord,
     CaseRecord,
+    CertificateUse,
+    CertificateUseStore,
     Effects,
     Guard,
     Mutation,
     OutboxEntry,
     StoredReceipt,
     Timer,
+    UseCount,
 )
 from gateway.types import Clock, SystemClock
 
@@ -125,6 +128,14 @@ CREATE TABLE IF NOT EXISTS audit (
   digest TEXT NOT NULL, kid TEXT NOT NULL, jti TEXT NOT NULL, outcome TEXT NOT NULL,
   detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS certificate_uses (
+  use_id TEXT PRIMARY KEY,
+  at REAL NOT NULL, method TEXT NOT NULL, consumer TEXT NOT NULL, item TEXT NOT NULL,
+  cert_type TEXT NOT NULL, number TEXT NOT NULL, issuer TEXT NOT NULL,
+  outcome TEXT NOT NULL, holder_key TEXT NOT NULL, role TEXT NOT NULL,
+  statement BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificate_uses_holder ON certificate_uses (holder_key, at);
 """
 RECORD_COLUMNS = "upstream, downstream, request_digest, record"
 BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
@@ -135,6 +146,13 @@ PROBE_EVERY_S = 1.0  # while writes fail, how often a readiness check tries one
 SETTLE_S = 1.0  # writes count as working again after a success this long after a failure
 AUDIT_COLUMNS = ("seq, at, caller, method, case_id, digest, kid, jti, outcome, detail, "
                  "prev_hash, hash")
+USE_COLUMNS = ("use_id, at, method, consumer, item, cert_type, number, issuer, outcome, "
+               "holder_key, role, statement")
+USE_ROLES = frozenset({"origin", "issuer", "both"})
+# `tongban stats certs` and the store's use_counts: one query, read by both
+USE_COUNTS_SQL = ("SELECT cert_type, item, consumer, issuer, outcome, COUNT(*) AS n "
+                  "FROM certificate_uses GROUP BY cert_type, item, consumer, issuer, outcome "
+                  "ORDER BY n DESC, cert_type, item, consumer, issuer, outcome")
 
 
 class SqliteStore:
@@ -606,6 +624,60 @@ class SqliteStore:
         result: int = await self._run(lambda conn: _insert_audit(conn, masked))
         return result
 
+    # -- certificate uses (CertificateUseStore) --------------------------------------
+    async def record_uses(self, uses: Sequence[CertificateUse], audit: AuditEntry) -> int:
+        """Keep the uses and append the call's audit entry as one op of the group commit:
+        the rows ride the fsync the audit append costs anyway, and a use is never kept
+        without its entry in the chain, nor the entry without its uses.
+
+        A use_id already stored refuses the whole call (AlreadyExists): ULIDs do not
+        repeat, so a repeat is a caller's bug, and it must not read as a full disk.
+        """
+        for use in uses:
+            if use.role not in USE_ROLES:
+                raise ValueError(f"certificate use role {use.role!r} is not one of "
+                                 f"{sorted(USE_ROLES)}")
+        masked = audit.masked()
+        rows = [_use_row(use) for use in uses]
+
+        def op(conn: sqlite3.Connection) -> int:
+            inserted = conn.executemany(
+                f"INSERT INTO certificate_uses ({USE_COLUMNS}) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows).rowcount
+            if rows and inserted != len(rows):
+                raise AlreadyExists("a certificate use with this use_id is already kept",
+                                    field="use_id")
+            return _insert_audit(conn, masked)
+
+        result: int = await self._run(op)
+        return result
+
+    async def uses_of(self, holder_key: str, *, issuers: frozenset[str] | None,
+                      since: float, limit: int) -> list[CertificateUse]:
+        """A holder's uses, oldest first, along the (holder_key, at) index. An empty
+        holder_key (uses without a holder) names nobody and finds nothing."""
+        if not holder_key or limit <= 0 or (issuers is not None and not issuers):
+            return []
+        chosen = sorted(issuers) if issuers is not None else []
+        where = f" AND issuer IN ({','.join('?' * len(chosen))})" if issuers is not None else ""
+
+        def op(conn: sqlite3.Connection) -> list[CertificateUse]:
+            rows = conn.execute(
+                f"SELECT {USE_COLUMNS} FROM certificate_uses WHERE holder_key=? AND at >= ?"
+                f"{where} ORDER BY at, use_id LIMIT ?",
+                (holder_key, since, *chosen, limit)).fetchall()
+            return [use_from_row(row) for row in rows]
+
+        result: list[CertificateUse] = await self._run(op)
+        return result
+
+    async def use_counts(self) -> list[UseCount]:
+        def op(conn: sqlite3.Connection) -> list[UseCount]:
+            return [UseCount(*row) for row in conn.execute(USE_COUNTS_SQL)]
+
+        result: list[UseCount] = await self._run(op)
+        return result
+
     async def recent_jtis(self, since: float) -> list[tuple[str, str, float]]:
         """(caller, jti, at) of the audit entries written at or after since that carry a
         jti: the tokens accepted lately, for the replay cache after a restart.
@@ -631,6 +703,23 @@ class SqliteStore:
         result: int = await self._run(
             lambda conn: conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0])
         return result
+
+
+_IS_A_USE_STORE: type[CertificateUseStore] = SqliteStore  # mypy checks the protocol here
+
+
+def _use_row(use: CertificateUse) -> tuple[str, float, str, str, str, str, str, str, str,
+                                             str, str, bytes]:
+    return (use.use_id, use.at, use.method, use.consumer, use.item, use.cert_type,
+            use.number, use.issuer, use.outcome, use.holder_key, use.role, use.statement)
+
+
+def use_from_row(row: Any) -> CertificateUse:
+    """A CertificateUse from a row of USE_COLUMNS (the store's reads and offline.py's)."""
+    return CertificateUse(use_id=row[0], at=float(row[1]), method=row[2], consumer=row[3],
+                          item=row[4], cert_type=row[5], number=row[6], issuer=row[7],
+                          outcome=row[8], holder_key=row[9], role=row[10],
+                          statement=bytes(row[11]))
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
