@@ -142,6 +142,7 @@ class CertificateService:
         self._on_uses = on_uses
         self.directory = directory_of(config)
         self.catalogue = catalogue_of(config)
+        self._known_types = frozenset(t for p in config.partners.values() for t in p.issues)
         self.documents = DocumentCache(config.certificates.document_cache)
         self._timeout = config.certificates.call_timeout_s
         self._skew = config.limits.clock_skew_s
@@ -615,7 +616,11 @@ class CertificateService:
         return holder_key(self._secret, holder.id_type.value, holder.number)
 
     def _note(self, ask: Ask, holder: Holder | None, cert_type: str, item: str) -> None:
-        """What the use rows of this call will say (filled in as the call goes)."""
+        """What the use rows of this call will say (filled in as the call goes). A type or
+        item nobody configured is kept as "?" (they label metrics: a caller must not be
+        able to mint new series)."""
+        item = item if item in self.config.items or item == USES_ITEM else "?" if item else ""
+        cert_type = cert_type if cert_type in self._known_types else "?" if cert_type else ""
         ask.uses = [CertificateUse(
             use_id="", at=0.0, method=ask.method, consumer=ask.consumer, item=item,
             cert_type=cert_type, number="", issuer="", outcome="",
