@@ -12,6 +12,11 @@ its partner would over UpdateCase. Settings:
   replaced by the partner id; default ``demo-keys/{id}.pem``), and ``key_id`` (default
   ``k1``): it signs every update it makes, as a platform over the wire would, so its
   statements can be checked at every gateway on the way back (docs/signing.md §8)
+- ``certificates``: for a platform that ``issues`` certificate types, its register
+  (adapters/issuer.py, in the same database, on a connection of its own): "demo" (the
+  default: at start it registers the demo certificates it issues and does not hold yet,
+  adapters/issuer_seed.py) or "none" (empty until `issuer.issue` is called). A platform
+  that issues none answers every certificate call NOT_FOUND.
 
 Like any target platform it checks what it is handed: a case's origin statement, an
 update's author statement (it refuses, and the gateway retries, what does not verify).
@@ -36,7 +41,11 @@ from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.signing import load_private_key, sign
 from gateway.types import AdapterContext
 
+from .issuer import Issuer
+from .issuer_seed import seed
+
 log = logging.getLogger("tongban.embedded")
+CERTIFICATES = ("demo", "none")
 AUTO = {"complete": (State.ACCEPTED, State.PROCESSING, State.COMPLETED),
         "accept": (State.ACCEPTED, State.PROCESSING), "manual": ()}
 SCHEMA = """
@@ -67,6 +76,17 @@ class EmbeddedAdapter:
                               f"{key_file}: {exc}") from None
         name = str(settings.get("database", ":memory:"))
         self._path = name if name == ":memory:" else str(ctx.data_dir / name)
+        self.certificates = str(settings.get("certificates", "demo"))
+        if self.certificates not in CERTIFICATES:
+            raise ConfigError(f"partners {party.id}: settings.certificates must be one of "
+                              f"{', '.join(CERTIFICATES)}")
+        # the register of the certificates it issues, for tests and the demo to issue
+        # and revoke; None for a platform that issues none
+        self.issuer: Issuer | None = None
+        if party.issues:
+            self.issuer = Issuer(partner_id=party.id, key=self._key, database=self._path,
+                                 clock=ctx.clock, statements=ctx.statements,
+                                 keys_for=ctx.keys_for)
         self._db: aiosqlite.Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
@@ -79,11 +99,21 @@ class EmbeddedAdapter:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.executescript(SCHEMA)
         await self._db.commit()
+        if self.issuer is not None:
+            await self.issuer.start()
+            if self.certificates == "demo":
+                issued = await seed(self.issuer, self.partner.id, self.partner.issues,
+                                    self.partner.prefixes, self._ctx.clock.now())
+                if issued:
+                    log.info("platform %s registered %d demo certificates", self.partner.id,
+                             len(issued))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.issuer is not None:
+            await self.issuer.close()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -132,6 +162,21 @@ class EmbeddedAdapter:
 
     async def list_items(self) -> Sequence[pb.Item]:
         return []
+
+    # -- CertificateSource: the gateway asks for certificates this platform issued -------
+    def _register(self) -> Issuer:
+        if self.issuer is None:
+            raise NotFound(f"platform {self.partner.id} issues no certificates")
+        return self.issuer
+
+    async def fetch_certificates(self, request: bytes) -> bytes:
+        return await self._register().fetch(request)
+
+    async def certificate_status(self, request: bytes) -> bytes:
+        return await self._register().status(request)
+
+    async def answer_claim(self, request: bytes) -> bytes:
+        return await self._register().answer(request)
 
     # -- the clerk (or the autopilot) moves cases --------------------------------------
     async def state_of(self, case_id: str) -> State | None:

@@ -5,13 +5,17 @@ table (its CA and server name) makes the channel TLS, presenting this gateway's
 certificate ([self.tls]) for mutual TLS. The stored
 UpdateCaseRequest bytes are sent as ReceiveUpdateRequest unchanged: both messages carry
 the CaseUpdate as field 1, so the wire bytes are identical.
+
+It is a CertificateSource too: FetchCertificates, CertificateStatus and AnswerClaim are
+signed calls like the others, answered synchronously; a refusal comes back with the
+platform's status (gateway.client.refusal_of), anything else as UNAVAILABLE.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.client import Receipt, SignedChannel
+from gateway.client import CallError, Receipt, SignedChannel, refusal_of
 from gateway.config import Partner, Party
 from gateway.errors import ConfigError
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -49,3 +53,19 @@ class GrpcPartnerAdapter:
         raw = await self._channel.call(SERVICE + "ListPlatformItems",
                                        pp.ListPlatformItemsRequest().SerializeToString())
         return list(pp.ListPlatformItemsResponse.FromString(raw).items)
+
+    # -- CertificateSource ------------------------------------------------------------------
+    async def _certificate_call(self, method: str, request: bytes) -> bytes:
+        try:
+            return await self._channel.call(SERVICE + method, request)
+        except CallError as exc:
+            raise refusal_of(exc) from None
+
+    async def fetch_certificates(self, request: bytes) -> bytes:
+        return await self._certificate_call("FetchCertificates", request)
+
+    async def certificate_status(self, request: bytes) -> bytes:
+        return await self._certificate_call("CertificateStatus", request)
+
+    async def answer_claim(self, request: bytes) -> bytes:
+        return await self._certificate_call("AnswerClaim", request)

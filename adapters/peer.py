@@ -1,12 +1,17 @@
-"""Another tongban gateway (federation): cases go by ForwardCase, updates by UpdateCase."""
+"""Another tongban gateway (federation): cases go by ForwardCase, updates by UpdateCase,
+certificate calls by ForwardCertificateCall (a CertificateRelay)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.client import Receipt, SignedChannel
+from google.protobuf.message import DecodeError
+
+from gateway.client import CallError, Receipt, SignedChannel, refusal_of
 from gateway.config import Gateway, Party
+from gateway.errors import Unavailable
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cp
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.types import AdapterContext
 
@@ -35,3 +40,18 @@ class PeerAdapter:
         raw = await self._channel.call("/tongban.v1.Gateway/ListItems",
                                        gw.ListItemsRequest().SerializeToString())
         return list(gw.ListItemsResponse.FromString(raw).items)
+
+    async def forward_certificate_call(self, request: bytes) -> bytes:
+        """A ForwardCertificateCallRequest's answer: the bytes of the consumer's method's
+        response, as the next gateway sent them (signed, so checked by the channel).
+        Its refusal keeps its status (refusal_of); nonsense is UNAVAILABLE."""
+        try:
+            raw = await self._channel.call("/tongban.v1.Gateway/ForwardCertificateCall",
+                                           request)
+        except CallError as exc:
+            raise refusal_of(exc) from None
+        try:
+            return cp.ForwardCertificateCallResponse.FromString(raw).response
+        except DecodeError:
+            raise Unavailable(f"{self.peer.id} answered ForwardCertificateCall with "
+                              "something that is not its response") from None

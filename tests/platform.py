@@ -3,7 +3,8 @@
 It verifies the gateway's signatures and the author's own statement that travels with
 each case and update (docs/signing.md §8), dedups by case_id and update_id as the
 contract asks, signs its answers, and counts every call it gets (duplicates included),
-so tests can tell "delivered once" from "delivered and deduplicated".
+so tests can tell "delivered once" from "delivered and deduplicated". Given an Issuer,
+it also answers FetchCertificates, CertificateStatus and AnswerClaim from it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from adapters.issuer import Issuer
 from gateway.batchsign import BatchSigner
 from gateway.config import load_config
 from gateway.errors import GatewayError
@@ -45,7 +47,8 @@ def grpc_partner_text(port: int, text: str | None = None, *, extra: str = "") ->
 
 class Platform:
     def __init__(self, gateway_keys: tuple[PublicKey, ...], *,
-                 refuse: grpc.StatusCode | None = None, batch: bool = False) -> None:
+                 refuse: grpc.StatusCode | None = None, batch: bool = False,
+                 issuer: Issuer | None = None) -> None:
         """batch: answers share signatures (the gateway then needs batch_signatures); calls
         arrive one per loop turn, so the signer lingers a little for company."""
         self.key = load_private_key((ROOT / "demo-keys" / f"{PLATFORM_ID}.pem").read_bytes(),
@@ -63,6 +66,7 @@ class Platform:
         partners = load_config(PARTNERS_TOML).partners.values()
         self.statements = Statements({p.id: p.keys for p in partners}, PLATFORM_ID)
         self.refused_statements: list[str] = []  # why, for each call refused for its statement
+        self.issuer = issuer  # its certificate register, if it issues any
 
     async def _check(self, context: Any, statement: pb.Statement, methods: frozenset[str],
                      author: str) -> None:
@@ -123,6 +127,25 @@ class Platform:
         out = pp.ReceiveUpdateResponse(duplicate=duplicate).SerializeToString()
         return await self._answer(method, claims, context, out)
 
+    def certificates(self, name: str) -> Any:
+        """The handler of PartnerPlatform `name`, answered by the issuer's method of it."""
+        async def handle(body: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            method = f"/tongban.v1.PartnerPlatform/{name}"
+            claims = await self._verify(method, body, context)
+            if self.issuer is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no certificates here")
+            try:
+                out = await getattr(self.issuer, CERTIFICATE_CALLS[name])(body)
+            except GatewayError as exc:
+                await context.abort(exc.code, exc.details())
+            return await self._answer(method, claims, context, out)
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+# PartnerPlatform certificate methods -> the Issuer method that answers each
+CERTIFICATE_CALLS = {"FetchCertificates": "fetch", "CertificateStatus": "status",
+                     "AnswerClaim": "answer"}
+
 
 @asynccontextmanager
 async def serving(platform: Platform, port: int) -> AsyncIterator[grpc.aio.Server]:
@@ -130,7 +153,8 @@ async def serving(platform: Platform, port: int) -> AsyncIterator[grpc.aio.Serve
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "tongban.v1.PartnerPlatform",
         {"ReceiveCase": grpc.unary_unary_rpc_method_handler(platform.receive),
-         "ReceiveUpdate": grpc.unary_unary_rpc_method_handler(platform.receive_update)}),))
+         "ReceiveUpdate": grpc.unary_unary_rpc_method_handler(platform.receive_update),
+         **{name: platform.certificates(name) for name in CERTIFICATE_CALLS}}),))
     assert server.add_insecure_port(f"127.0.0.1:{port}") == port
     await server.start()
     try:
