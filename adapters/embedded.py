@@ -25,6 +25,7 @@ update's author statement (it refuses, and the gateway retries, what does not ve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -36,6 +37,7 @@ from gateway.errors import ConfigError, GatewayError, NotFound
 from gateway.evidence import SUBMISSIONS, UPDATE, UPDATES
 from gateway.ids import new_ulid
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.pb.tongban.v1 import partner_pb2 as pp
 from gateway.signing import load_private_key, sign
@@ -45,6 +47,7 @@ from .issuer import Issuer
 from .issuer_seed import seed
 
 log = logging.getLogger("tongban.embedded")
+VERIFY_CERTIFICATE = "/tongban.v1.Gateway/VerifyCertificate"
 CERTIFICATES = ("demo", "none")
 AUTO = {"complete": (State.ACCEPTED, State.PROCESSING, State.COMPLETED),
         "accept": (State.ACCEPTED, State.PROCESSING), "manual": ()}
@@ -212,6 +215,32 @@ class EmbeddedAdapter:
                                note=note, missing_materials=missing)
         await self._report(update)
 
+    async def _cited_certificates(self, case_id: str) -> str:
+        """Before accepting a case that cites certificates instead of materials, ask the
+        issuers (VerifyCertificate through the gateway, signed as this platform) whether
+        each is valid now: what a target must do (docs/certificates.md). Returns what is
+        wrong, or "" when every certificate is valid."""
+        async with self.db.execute("SELECT record FROM cases WHERE case_id=?",
+                                   (case_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None or self._ctx.certificates is None:
+            return ""
+        for citation in pb.Case.FromString(row[0]).certificates:
+            body = cpb.VerifyCertificateRequest(document=citation.document).SerializeToString()
+            token, _ = sign(self._key, iss=self.partner.id, aud=self.partner.gateway,
+                            method=VERIFY_CERTIFICATE, body=body, now=self._ctx.clock.now())
+            try:
+                raw = await self._ctx.certificates(self.partner.id,
+                                                   pb.Statement(request=body, token=token))
+            except GatewayError as exc:
+                return f"{citation.material}: {exc.code.name} {exc.message[:80]}"
+            answer = cpb.VerifyCertificateResponse.FromString(raw)
+            if answer.status != cpb.CERTIFICATE_STATUS_VALID:
+                status = cpb.CertificateStatus.Name(answer.status).removeprefix(
+                    "CERTIFICATE_STATUS_").lower()
+                return f"{citation.material}: {answer.number} is {status}"
+        return ""
+
     async def _report(self, update: pb.CaseUpdate) -> None:
         body = gw.UpdateCaseRequest(update=update).SerializeToString()
         for attempt in range(6):
@@ -229,6 +258,12 @@ class EmbeddedAdapter:
 
     async def _autopilot(self, case_id: str) -> None:
         notes = {State.ACCEPTED: "已受理", State.PROCESSING: "办理中", State.COMPLETED: "已办结"}
+        fault = await self._cited_certificates(case_id)
+        if fault and self.auto != "manual":
+            await asyncio.sleep(self.step_delay_s)
+            with contextlib.suppress(GatewayError):
+                await self.transition(case_id, State.REJECTED, note=f"证照核验未通过: {fault}")
+            return
         for state in AUTO[self.auto]:
             await asyncio.sleep(self.step_delay_s)
             try:

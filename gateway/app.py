@@ -12,9 +12,13 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.audit import AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.breaker import BreakerState
 from gateway.certificates.accounting import holder_secret
+from gateway.certificates.service import METHODS as CERTIFICATE_METHODS
+from gateway.certificates.service import REQUESTS as CERTIFICATE_REQUESTS
+from gateway.certificates.service import SERVICE as SERVICE_PREFIX
 from gateway.certificates.service import CertificateService
 from gateway.certificates.servicer import CertificateServicer
 from gateway.config import Config, Gateway, Partner
@@ -159,7 +163,8 @@ class GatewayApp:
                              batch_signer=self.batch_signer,
                              config_dir=self.config.source.parent,
                              statements=self.engine.statements,
-                             keys_for=self._platform_keys)
+                             keys_for=self._platform_keys,
+                             certificates=self._certificate_call)
         parties: list[Partner | Gateway] = [*self.config.local_partners()]
         parties += self.config.peers()
         for party in parties:
@@ -178,6 +183,25 @@ class GatewayApp:
             raise PermissionDenied(f"{partner} reports its own updates, to this gateway",
                                    field="update.statement")
         return await self.engine.report(partner, statement, claims)
+
+    async def _certificate_call(self, partner: str, statement: pb.Statement) -> bytes:
+        """An in-process platform's signed certificate call: checked as if it came over
+        the wire (its signature, addressed to us, a certificate method), then served and
+        audited like one."""
+        claims = self.engine.statements.check(statement, methods=CERTIFICATE_METHODS,
+                                              field="statement")
+        if claims.iss != partner or claims.aud != self.config.self_id:
+            raise PermissionDenied(f"{partner} signs its own calls, to this gateway",
+                                   field="statement")
+        name = claims.mth.removeprefix(SERVICE_PREFIX)
+        request = Edge.parse(CERTIFICATE_REQUESTS[name], statement.request)
+        audit = PendingAudit(AuditEntry(
+            at=self.clock.now(), caller=partner, method=claims.mth, case_id="",
+            digest=claims.bdg, kid=claims.kid, jti=claims.jti, outcome="OK"))
+        answer = await self.certificates.call(name, partner, request, statement, audit)
+        if audit.seq is None:
+            await self.store.append_audit(audit.entry)
+        return answer
 
     async def start(self) -> None:
         _quiet_bad_requests()

@@ -80,6 +80,10 @@ class CertificateRelay(Protocol):
 # An in-process platform reports a change as its partner would over UpdateCase: with its
 # own signed request (docs/signing.md §8), which the gateway checks and passes on.
 Reporter = Callable[[str, pb.Statement], Awaitable[object]]
+# ... and asks its gateway a certificate call (VerifyCertificate before it accepts a case
+# citing certificates) with its own signed request: (partner, statement) -> the answer's
+# serialized response, as the same call over the wire would answer
+CertificateAsker = Callable[[str, pb.Statement], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,3 +104,4 @@ class AdapterContext:
     # every party's public keys (partners.toml), for tokens signed by anyone in the
     # federation: a holder's authorization, a document, a status statement
     keys_for: KeyLookup | None = None
+    certificates: CertificateAsker | None = None

@@ -12,7 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from adapters.embedded import EmbeddedAdapter
 from adapters.issuer_seed import COMPANY, DEMO_CERTIFICATES, LI_SI, ZHANG_SAN, DemoHolder
+from gateway.cases import State
 from gateway.certificates import claims as claim_rules
 from gateway.certificates.authorization import authorize
 from gateway.certificates.documents import Status, open_document
@@ -20,9 +22,10 @@ from gateway.client import CallError
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.signing import PublicKey, SigningKey, load_private_key
-from tests.federation import ROOT, Federation
+from tests.federation import ROOT, Federation, until
 
 pytestmark = pytest.mark.asyncio
+DONE = frozenset({State.COMPLETED, State.REJECTED})
 
 CONSUMER = "310115"  # 浦东新区企业服务中心, at 310000-gw
 
@@ -80,6 +83,14 @@ async def test_lookup_across_provinces_verifies_offline_with_the_issuers_keys(
     # only the issuer's key is needed: another platform's keys do not verify it
     with pytest.raises(Exception):  # noqa: B017, PT011
         open_document(got.document, issuer_keys(fed, "310000"), now=fed_now(fed))
+
+
+async def settled(platform: EmbeddedAdapter, case_id: str) -> State | None:
+    """The platform's state of the case once it is COMPLETED or REJECTED."""
+    async def done() -> bool:
+        return await platform.state_of(case_id) in DONE
+    await until(done)
+    return await platform.state_of(case_id)
 
 
 def forge_kid(token: str, kid: str) -> str:
@@ -276,9 +287,21 @@ async def test_a_case_citing_a_certificate_is_accepted_after_verification(
         certificates=[pb.CertificateCitation(material="购房合同", document=got.document)])
     case_id = submitted.case.case_id
     platform = fed.platform("320105")
-    await platform.wait_for(case_id)
+    assert await settled(platform, case_id) is State.COMPLETED  # verified, then accepted
     target = await fed.app_of("320105").engine.get("320105", case_id)
     assert [c.document for c in target.certificates] == [got.document]
+    # revoked after it was looked up: the target asks the issuer and rejects the case
+    await platform.issuer.revoke(got.metadata.number)
+    again = await client.submit(
+        case_number="PD-CERT-5", target_division="320105", item_code="gjj-tq",
+        applicant=applicant,
+        certificates=[pb.CertificateCitation(material="购房合同", document=got.document)])
+    assert await settled(platform, again.case.case_id) is State.REJECTED
+
+    async def told() -> bool:  # the origin hears why
+        case = await client.get(again.case.case_id)
+        return case.state == pb.CASE_STATE_REJECTED and "revoked" in case.timeline[-1].note
+    await until(told)
     # another holder's certificate, or one for a material it does not replace: refused
     other = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number=LI_SI.number, name="李四")
     assert "certificates[0].document" in await refused(client.submit(
