@@ -22,6 +22,7 @@ from gateway.app import GatewayApp
 from gateway.cases import State
 from gateway.client import CallError
 from gateway.config import Config, load_config
+from gateway.demo_certificates import certificate_demo
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -208,6 +209,7 @@ async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
             print(f"● resubmitting JY-2026-000101 returns the same case: {again.case.case_id}"
                   f" (duplicate={again.duplicate})\n")
             await _bundle_rating_supervision(config, clients["320105"])
+            await certificate_demo(config, clients, client_for, apps[0].clock.now)
             _verify_evidence(apps)
             print("Every call above was signed (EdDSA, docs/signing.md), persisted before it was"
                   " acknowledged,\nrouted by division prefix across gateway links, and its"
