@@ -51,7 +51,15 @@ from . import claims as claim_rules
 from .accounting import holder_key
 from .authorization import Catalogue, check_authorization, check_purpose, types_for
 from .directory import Found, directory_of, home_division, merge
-from .documents import Document, Holder, HolderIdType, read_document, report, verify_status
+from .documents import (
+    Document,
+    Holder,
+    HolderIdType,
+    Status,
+    read_document,
+    report,
+    verify_status,
+)
 from .wire import (
     STATUSES,
     cert_type_of,
@@ -257,11 +265,15 @@ class CertificateService:
             valid = [c for c in fetched
                      if c.metadata.status == cpb.CERTIFICATE_STATUS_VALID]
             chosen = (valid or fetched)[0]
+            if req.with_file and not chosen.file:
+                raise Unavailable(f"{found.partner} sent no rendered file")
             self._note_number(ask, chosen.metadata.number)
             return cpb.LookupCertificateResponse(certificate=chosen).SerializeToString()
         raw = await self._relay(ask, found)
         answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
         if ask.first:  # the consumer's gateway checks what the issuer signed, end to end
+            if answer.HasField("claim_answer") or not answer.HasField("certificate"):
+                raise Unavailable(f"the answer from {found.partner} is not one certificate")
             got = answer.certificate
             self._check_certificate(got, found, holder, (cert_type,), req.certificate_id)
             if req.with_file and not got.file:
@@ -350,8 +362,14 @@ class CertificateService:
         if not self._local(found.partner):
             raw = await self._relay(ask, found)
             answer = self._decode(cpb.VerifyCertificateResponse, raw, found.partner)
-            if ask.first:
-                self._check_status(answer.status_statement, found.partner, number, document)
+            if ask.first:  # every field of it is what the issuer's statement says
+                reported = self._check_status(answer.status_statement, found.partner, number,
+                                              document)
+                expected = self._verified(number, reported, answer.status_statement, found,
+                                          self._gateway_of(found.partner), document)
+                if answer != expected:
+                    raise Unavailable(f"the answer about {number} is not what {found.partner}"
+                                      " signed")
             return raw
         request = cpb.CertificateStatusRequest(number=number, consumer=ask.consumer)
         raw = await self._source(found.partner, "certificate_status",
@@ -359,13 +377,18 @@ class CertificateService:
         statement = self._decode(cpb.CertificateStatusResponse, raw, found.partner
                                  ).status_statement
         reported = self._check_status(statement, found.partner, number, document)
+        return self._verified(number, reported, statement, found, self.self_id,
+                              document).SerializeToString()
+
+    def _verified(self, number: str, reported: Status, statement: str, found: Found,
+                  gateway: str, document: Document | None) -> cpb.VerifyCertificateResponse:
         out = cpb.VerifyCertificateResponse(
             number=number, status=STATUSES[reported], status_statement=statement,
-            found_at=found_message(found, self._gateway_of(found.partner)))
+            found_at=found_message(found, gateway))
         if document is not None:
             opened = report(document, self._keys, now=self._clock.now(), status=statement)
             out.metadata.CopyFrom(metadata_message(opened.metadata))
-        return out.SerializeToString()
+        return out
 
     async def _identity(self, ask: Ask) -> bytes:
         req: cpb.VerifyIdentityRequest = ask.request
@@ -479,6 +502,7 @@ class CertificateService:
                     token=identity.token, found_at=identity.found_at))
             else:
                 answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
+                answer.ClearField("certificate")  # a claim's answer says yes or no, no more
         checked = self._check_answer(answer.claim_answer.token, found.partner, ask.consumer,
                                      claim, cert_type, certificate_id)
         answer.claim_answer.answer = checked.answer
@@ -502,7 +526,7 @@ class CertificateService:
         return got
 
     def _check_status(self, statement: str, issuer: str, number: str,
-                      document: Document | None) -> Any:
+                      document: Document | None) -> Status:
         now = self._clock.now()
         try:
             status = verify_status(statement, self._keys, now=now)
