@@ -40,6 +40,7 @@ from gateway.certificates.documents import (
     metadata_from_json,
 )
 from gateway.certificates.documents import issue as sign_document
+from gateway.certificates.wire import cert_type_of, claim_of, holder_of
 from gateway.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -57,14 +58,11 @@ from gateway.verifier import KeyLookup
 from .issuer_requests import (
     CLAIMS,
     FETCHES,
-    cert_type_of,
     cert_types_of,
     certificate_id_of,
     check_claim,
     check_fetch,
-    claim_of,
     consumer_call,
-    holder_of,
 )
 
 log = logging.getLogger("tongban.issuer")

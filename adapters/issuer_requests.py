@@ -20,8 +20,9 @@ from google.protobuf.message import DecodeError, Message
 
 from gateway.certificate_ids import TYPE_CODE, parse
 from gateway.certificates.authorization import Authorization, check_authorization
-from gateway.certificates.claims import PARAMS, Claim, ask
-from gateway.certificates.documents import Holder, HolderIdType, check_holder_id
+from gateway.certificates.claims import Claim, ask
+from gateway.certificates.documents import Holder
+from gateway.certificates.wire import claim_of, holder_of
 from gateway.errors import InvalidArgument, PermissionDenied, Unauthenticated, quote
 from gateway.evidence import Statements
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -39,42 +40,6 @@ CLAIMS: Final = frozenset({LOOKUP, VERIFY_IDENTITY})
 MAX_TYPES: Final = 32  # certificate types one fetch may ask for
 STATEMENT: Final = "consumer_statement"
 
-ID_TYPES: Final[Mapping[int, HolderIdType]] = {
-    pb.ID_TYPE_RESIDENT: HolderIdType.RESIDENT, pb.ID_TYPE_USCC: HolderIdType.USCC,
-    pb.ID_TYPE_PASSPORT: HolderIdType.PASSPORT, pb.ID_TYPE_OTHER: HolderIdType.OTHER}
-ID_TYPE_NUMBERS: Final[Mapping[HolderIdType, int]] = {v: k for k, v in ID_TYPES.items()}
-
-
-def holder_of(message: cp.Holder, *, field: str = "holder") -> Holder:
-    """The holder a request names, checked (InvalidArgument ``holder.id_type`` or
-    ``holder.number``)."""
-    id_type = ID_TYPES.get(message.id_type)
-    if id_type is None:
-        raise InvalidArgument("the holder's id type is RESIDENT, USCC, PASSPORT or OTHER",
-                              field=f"{field}.id_type")
-    check_holder_id(id_type, message.number, field=f"{field}.number")
-    return Holder(id_type, message.number)
-
-
-def holder_message(holder: Holder) -> cp.Holder:
-    """The wire form of a holder."""
-    return cp.Holder(id_type=ID_TYPE_NUMBERS[holder.id_type],  # type: ignore[arg-type]
-                     number=holder.number)
-
-
-def claim_of(message: cp.CertificateClaim, *, field: str = "claim") -> Claim:
-    """The claim a CertificateClaim asks, checked as gateway.certificates.claims.ask does;
-    a parameter the claim does not take must be left unset (``claim.params``)."""
-    taken = PARAMS.get(message.name)
-    if taken is None:
-        return ask(message.name, {}, field=field)  # the unknown name's refusal
-    extra = sorted(f.name for f, _ in message.ListFields() if f.name not in taken | {"name"})
-    if extra:
-        raise InvalidArgument(f"{message.name} takes no {', '.join(extra)}",
-                              field=f"{field}.params")
-    return ask(message.name, {name: getattr(message, name) for name in taken}, field=field)
-
-
 def cert_types_of(types: Sequence[str], *, field: str = "cert_types") -> tuple[str, ...]:
     """1 to MAX_TYPES distinct type codes, in the order asked."""
     if not 0 < len(types) <= MAX_TYPES or len(set(types)) != len(types) \
@@ -82,14 +47,6 @@ def cert_types_of(types: Sequence[str], *, field: str = "cert_types") -> tuple[s
         raise InvalidArgument(f"1 to {MAX_TYPES} distinct certificate type codes (1 to 8 "
                               "digits)", field=field)
     return tuple(types)
-
-
-def cert_type_of(text: str, *, field: str = "cert_type") -> str:
-    """One certificate type code: 1 to 8 digits."""
-    if not TYPE_CODE.fullmatch(text):
-        raise InvalidArgument(f"a certificate type code is 1 to 8 digits, not {quote(text, 12)}",
-                              field=field)
-    return text
 
 
 def certificate_id_of(text: str, *, field: str = "certificate_id") -> str | None:

@@ -27,11 +27,11 @@ from stdnum.cn import ric, uscc
 from gateway.certificate_ids import format_id
 from gateway.certificates.directory import Directory, IssuerEntry
 from gateway.certificates.documents import Holder, HolderIdType
+from gateway.certificates.wire import holder_message
 from gateway.errors import NotFound
 from gateway.pb.tongban.v1 import certificate_pb2 as cp
 
 from .issuer import Issuer
-from .issuer_requests import holder_message
 
 TYPE_NAMES: Final[Mapping[str, str]] = MappingProxyType({
     "111": "居民身份证", "113": "居民户口簿", "201": "营业执照", "202": "电子营业执照",

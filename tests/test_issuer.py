@@ -419,7 +419,7 @@ async def test_bad_requests_name_their_field(issuer: Issuer, keys: Parties) -> N
         assert bad.value.field == field
     for claim, field in [
             (cp.CertificateClaim(name="colour_is", text="red"), "claim.name"),
-            (cp.CertificateClaim(name="valid_on", on="2026-09-22", years=3), "claim.params"),
+            (cp.CertificateClaim(name="valid_on", on="2026-09-22", years=3), "claim.years"),
             (cp.CertificateClaim(name="valid_on", on="2026-02-30"), "claim.on"),
             (cp.CertificateClaim(name="at_least", field="Capital", value=1), "claim.field")]:
         with pytest.raises(InvalidArgument) as bad:
