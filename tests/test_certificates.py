@@ -13,11 +13,18 @@ import grpc
 import pytest
 
 from adapters.embedded import EmbeddedAdapter
-from adapters.issuer_seed import COMPANY, DEMO_CERTIFICATES, LI_SI, ZHANG_SAN, DemoHolder
+from adapters.issuer_seed import (
+    COMPANY,
+    DEMO_CERTIFICATES,
+    LI_SI,
+    ZHANG_SAN,
+    DemoHolder,
+    resident_id,
+)
 from gateway.cases import State
 from gateway.certificates import claims as claim_rules
 from gateway.certificates.authorization import authorize
-from gateway.certificates.documents import Status, open_document
+from gateway.certificates.documents import HolderIdType, Status, open_document
 from gateway.client import CallError
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import certificate_pb2 as cpb
@@ -319,3 +326,13 @@ async def test_a_case_citing_a_certificate_is_accepted_after_verification(
         applicant=applicant,
         certificates=[pb.CertificateCitation(material="户口本", document=got.document)]),
         grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def test_a_type_nobody_issues_for_the_holders_region_is_not_found(
+        fed: Federation) -> None:
+    chuzhou = DemoHolder("赵六", HolderIdType.RESIDENT, resident_id("34110219900101001"))
+    message = await refused(fed.client(CONSUMER).lookup_certificate(
+        holder=chuzhou.message(), cert_type="401", purpose_item="gjj-tq",
+        authorization=authz(fed, chuzhou, "gjj-tq")), grpc.StatusCode.NOT_FOUND)
+    assert "cert_type" in message and "341102" in message and "340000" in message
+    assert "34110219900101001" not in message  # the holder's id is never in a message
