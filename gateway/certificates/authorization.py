@@ -157,7 +157,7 @@ def check_purpose(catalogue: Catalogue, *, item: str, cert_type: str) -> None:
     """Purpose binding: PermissionDenied unless ``item`` lists ``cert_type`` among the
     certificate types that may replace its materials (an item not in the catalogue
     lists none)."""
-    if item not in catalogue:
+    if not catalogue.get(item):  # not in the catalogue, or listing no certificate type
         raise PermissionDenied(f"item {quote(item, 24)} accepts no certificates",
                                field="purpose_item")
     if cert_type not in catalogue[item]:

@@ -181,12 +181,16 @@ class FoundAt(_message.Message):
     """the gateway it is attached to"""
     division_asked: _builtins.str
     division_used: _builtins.str
-    """the province's own code when fallback"""
+    """the province's own code when fallback; for a source outside the home region
+    (home false) the directory prefix that platform serves, 1 to 6 digits
+    """
     fallback: _builtins.bool
     prefix: _builtins.str
     """the directory prefix that matched"""
     home: _builtins.bool
-    """false: found outside the holder's home division (listing only)"""
+    """false: found outside the holder's home region (only a listing asks there); a lookup
+    or a certificate_id routed by its issuer code is always true
+    """
     def __init__(
         self,
         *,
