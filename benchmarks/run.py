@@ -269,10 +269,13 @@ async def certificate_scenario(name: str, tmp: Path, procs: list[Proc],
     port = free_port()
     config, ports = bench_config(tmp, {cert.ISSUER: port}, batch=True,
                                  document_cache=0 if name == "certificate-nocache" else None)
-    issuer = await spawn("issuer", PY, "-m", "benchmarks.partner", "--port", str(port),
-                         "--sign", "--config", str(config), "--partner", cert.ISSUER,
-                         "--gateway", cert.ISSUER_GATEWAY, "--linger", PARTNER_LINGER_S,
-                         "--register", str(tmp / "register.sqlite3"))
+    argv = [PY, "-m", "benchmarks.partner", "--port", str(port), "--sign", "--config",
+            str(config), "--partner", cert.ISSUER, "--gateway", cert.ISSUER_GATEWAY,
+            "--linger", PARTNER_LINGER_S, "--register", str(tmp / "register.sqlite3")]
+    if args.profile:  # the issuer's own cost, to tell it from the gateways'
+        argv = profiled(argv, Path(args.profile) / f"{name}-issuer-c{concurrency}.txt")
+    issuer = await spawn("issuer", *argv)
+    issuer.profiled = bool(args.profile)
     procs.append(issuer)
     await issuer.wait_line("READY")
     servers = {"issuer": issuer}
@@ -470,6 +473,19 @@ def certificate_ratios(results: dict[str, dict[str, float] | None]) -> list[str]
     return lines
 
 
+def by_round(runs: dict[str, list[dict[str, float] | None]]) -> list[str]:
+    """The certificate ratios of each round on its own: the rounds ran minutes apart on a
+    machine whose speed drifts, and the medians of two rows may come from different ones."""
+    lines = []
+    for top, bottom in (("certificate", "certificate-direct"),
+                        ("certificate-nocache", "certificate")):
+        pairs = list(zip(runs.get(top, []), runs.get(bottom, []), strict=False))
+        if len(pairs) > 1:
+            lines.append(f"{top} / {bottom} by round: " + ", ".join(
+                f"{a['rate'] / b['rate']:.2f}" if a and b else "-" for a, b in pairs))
+    return lines
+
+
 def median_run(runs: list[dict[str, float] | None]) -> dict[str, float] | None:
     """The run with the median rate (a run, not a blend: its row stays consistent)."""
     done = sorted((r for r in runs if r is not None), key=lambda r: r["rate"])
@@ -489,7 +505,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"Median of {args.repeat} interleaved runs per scenario (by calls/s)\n")
     print(table([(name, args.concurrency, main[name]) for name in names]))
     print()
-    print("\n".join(ratios(main)))
+    print("\n".join(ratios(main) + by_round(runs)))
     routed = main.get("routed")
     if args.latency and routed:
         rate = routed["rate"] / 2
@@ -530,8 +546,8 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true",
                         help="also measure p99 at half the routed saturation rate")
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed,mixed")
-    parser.add_argument("--profile", help="run gateways and the bare forwarder under py-spy, "
-                        "stacks into this folder")
+    parser.add_argument("--profile", help="run gateways, the bare forwarder and the issuer "
+                        "under py-spy, stacks into this folder")
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
