@@ -15,8 +15,8 @@ gRPC hops).
 
 "certificate" is a signed LookupCertificate from 浦东 310115 through 310000-gw and
 320000-gw to 启东 320681, an issuing platform process (benchmarks/partner.py --register:
-the reference issuer on an SQLite register); "certificate-direct" makes the same number
-of signed FetchCertificates calls straight to that process; "certificate-nocache" is
+the reference issuer on an SQLite register); "certificate-direct" makes the one signed
+FetchCertificates call of each lookup straight to that process; "certificate-nocache" is
 "certificate" with both gateways' document cache off ([certificates] document_cache = 0).
 Every answer is checked (benchmarks/certificate.py); a failed call or a wrong answer
 fails the run.
