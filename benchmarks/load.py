@@ -1,7 +1,9 @@
 """Load generator, in its own process: N calls in flight for a fixed time.
 
 Prints START when the warm-up ends and the measured window begins, then one JSON line
-with calls, errors, seconds, p50 and p99 latency (ms).
+with calls, errors, seconds, p50 and p99 latency (ms). The certificate kinds check every
+answer (benchmarks/certificate.py): "invalid" counts the wrong ones, whenever they came,
+and "first_error" says what the first failed call or wrong answer was.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import Any
 
 import grpc
 
+from benchmarks import certificate as cert
 from benchmarks.common import install_uvloop
-from gateway.client import CallError
+from gateway.batchsign import BatchSigner
+from gateway.client import CallError, SignedChannel
 from gateway.config import load_config
 from gateway.demo import client_for
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import partner_pb2 as pp
+from gateway.types import SystemClock
+from gateway.verifier import Verifier
 
 APPLICANT = pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number="11010519491231002X",
                          name="张三", phone="13812345678")
@@ -43,7 +49,9 @@ def sample_case() -> bytes:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     by_call: dict[str, list[float]] = {}  # mixed: the samples of each kind of call
-    errors = acked = cases = updates = 0
+    errors = acked = cases = updates = invalid = 0
+    first_error = ""
+    check: cert.AnswerCheck | None = None
     measuring = False
     stop_at = 0.0
     seq = 0
@@ -85,6 +93,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 latencies.extend(spans)
                 for name, span in zip(MIXED_CALLS, spans, strict=True):
                     by_call.setdefault(name, []).append(span)
+    elif args.kind == "certificate":
+        config = load_config(args.config, self_id=args.gateway)
+        consumers = [client_for(config, cert.CONSUMER) for _ in range(args.channels)]
+        asks = cert.Asks(cert.consumer_key(config))
+        check = cert.AnswerCheck(config.partners[cert.ISSUER].keys)
+
+        async def call() -> None:
+            """The consumer's signed lookup, through its gateway and the issuer's."""
+            nonlocal seq
+            seq += 1
+            request = asks.lookup()
+            answer = await consumers[seq % len(consumers)].lookup_certificate(
+                holder=request.holder, cert_type=request.cert_type,
+                purpose_item=request.purpose_item, authorization=request.authorization)
+            assert check is not None
+            check.lookup(answer)
+    elif args.kind == "fetch":
+        # the issuer's gateway's part of a lookup, made here with that gateway's key
+        config = load_config(args.config, self_id=cert.ISSUER_GATEWAY)
+        issuer = config.partners[cert.ISSUER]
+        verifier = Verifier(audience=cert.ISSUER_GATEWAY,
+                            keys_for=lambda i: issuer.keys if i == cert.ISSUER else ())
+        channel = SignedChannel(args.target, audience=cert.ISSUER,
+                                signer=BatchSigner(config.signing_key, cert.ISSUER_GATEWAY),
+                                batch=issuer.batch_signatures, verifier=verifier,
+                                clock=SystemClock())
+        asks = cert.Asks(cert.consumer_key(config))
+        check = cert.AnswerCheck(issuer.keys)
+
+        async def call() -> None:
+            """FetchCertificates straight to the issuing platform: the baseline."""
+            assert check is not None
+            check.fetched(await channel.call(cert.FETCH, await asks.fetch()))
     else:
         config = load_config(args.config, self_id=args.gateway)
         # several clients, each its own TCP connection, so SO_REUSEPORT spreads them
@@ -98,16 +139,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 case_number=f"B{run_id}-{seq}", target_division=args.division,
                 item_code=args.item, applicant=APPLICANT, form=FORM)
 
+    def failed(exc: Exception, counted: bool) -> None:
+        """A failed call counts while measuring; a wrong answer counts always."""
+        nonlocal errors, invalid, first_error
+        first_error = first_error or f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, cert.BadAnswer):
+            invalid += 1
+        else:
+            errors += counted
+
     async def worker() -> None:
-        nonlocal errors, acked
+        nonlocal acked
         while True:
             now = time.perf_counter()
             if measuring and now >= stop_at:
                 return
             try:
                 await call()
-            except (grpc.aio.AioRpcError, CallError):
-                errors += measuring
+            except (grpc.aio.AioRpcError, CallError, cert.BadAnswer) as exc:
+                failed(exc, measuring)
                 await asyncio.sleep(0.01)
                 continue
             acked += 1
@@ -117,17 +167,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def paced() -> None:
         """Open loop: one call every 1/rate s whatever the answers do (for latency at a
         given load, not at saturation)."""
-        nonlocal errors, acked
         pending: set[asyncio.Task[None]] = set()
 
         async def timed() -> None:
-            nonlocal errors, acked
+            nonlocal acked
             t0 = time.perf_counter()
             counted = measuring
             try:
                 await call()
-            except (grpc.aio.AioRpcError, CallError):
-                errors += counted
+            except (grpc.aio.AioRpcError, CallError, cert.BadAnswer) as exc:
+                failed(exc, counted)
                 return
             acked += 1
             if counted and args.kind != "mixed":
@@ -152,7 +201,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     latencies.sort()
     spread = {name: percentiles(sorted(samples)) for name, samples in by_call.items()}
-    return {"by_call": spread,
+    checked = {"answers_checked": check.checked, "answers_in_full": check.in_full,
+               "invalid": invalid} if check is not None else {}
+    return {"by_call": spread, **checked, **({"first_error": first_error} if first_error else {}),
             "calls": len(latencies), "errors": errors, "acked_total": acked, "seconds": elapsed,
             "cases_total": cases, "updates_total": updates,
             "rate": len(latencies) / elapsed,
@@ -169,8 +220,9 @@ def percentiles(ordered: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--target", help="host:port for --kind raw")
-    parser.add_argument("--kind", choices=("raw", "submit", "mixed"), default="raw")
+    parser.add_argument("--target", help="host:port for --kind raw and fetch")
+    parser.add_argument("--kind", default="raw",
+                        choices=("raw", "submit", "mixed", "certificate", "fetch"))
     parser.add_argument("--target-partner", default="310115",
                         help="mixed: the target platform, which sends the reports")
     parser.add_argument("--concurrency", type=int, default=64)

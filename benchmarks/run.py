@@ -1,7 +1,8 @@
 """Run the benchmark scenarios side by side and print one table with ratios.
 
     python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
-                             [--scenarios direct,bare,nginx,routed,routed-1sig,federated,mixed]
+                             [--scenarios direct,bare,nginx,routed,routed-1sig,federated,mixed,
+                                          certificate,certificate-direct,certificate-nocache]
                              [--repeat 3] [--latency] [--profile DIR]
 
 "routed" and "federated" run with batch signatures between every party (docs/signing.md
@@ -11,6 +12,14 @@ back, the target accepts, processes and completes it) and four deliveries (the c
 the target, each report to the origin); its calls/s counts all five kinds, and its
 ratio holds the gateway's CPU per case against 4.5 bare forwarder calls (the same nine
 gRPC hops).
+
+"certificate" is a signed LookupCertificate from 浦东 310115 through 310000-gw and
+320000-gw to 启东 320681, an issuing platform process (benchmarks/partner.py --register:
+the reference issuer on an SQLite register); "certificate-direct" makes the one signed
+FetchCertificates call of each lookup straight to that process; "certificate-nocache" is
+"certificate" with both gateways' document cache off ([certificates] document_cache = 0).
+Every answer is checked (benchmarks/certificate.py); a failed call or a wrong answer
+fails the run.
 
 Every scenario starts its own processes on 127.0.0.1 (partner, proxy or gateways, and
 a separate load generator), measures a fixed window after a warm-up, samples the CPU
@@ -34,12 +43,16 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks import certificate as cert
 from benchmarks.common import ROOT, cpu_seconds, free_port, thread_cpu
 
 PY = sys.executable
 BATCH_PLATFORMS = ("310000", "310115", "320105", "320681")
 # a platform's calls arrive one per loop turn: its signer waits this long for company
 PARTNER_LINGER_S = "0.002"
+CERTIFICATE_ROWS = ("certificate", "certificate-direct", "certificate-nocache")
+DEFAULT_SCENARIOS = ",".join(("direct", "bare", "nginx", "routed", "routed-1sig", "federated",
+                              "mixed", *CERTIFICATE_ROWS))
 GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_delay_s = 0.05 }}\n'
                 '[[partners.keys]]\nid = "k1"\njwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}')
 
@@ -117,12 +130,17 @@ async def stop(procs: list[Proc]) -> None:
             await p.reader
 
 
-def bench_config(tmp: Path, partner_ports: dict[str, int],
-                 batch: bool) -> tuple[Path, dict[str, str]]:
+def bench_config(tmp: Path, partner_ports: dict[str, int], batch: bool,
+                 document_cache: int | None = None) -> tuple[Path, dict[str, str]]:
     """The demo federation with the platforms of partner_ports (310115, 320681, 310000)
     behind grpc_partner, fresh ports; with batch, the platforms of the benchmarks verify
-    and make batch tokens."""
+    and make batch tokens; document_cache: [certificates] document_cache of every
+    gateway, if given."""
     text = (ROOT / "partners.toml").read_text(encoding="utf-8")
+    if document_cache is not None:
+        old = "\ndocument_cache = 4096 "
+        assert old in text, "partners.toml's [certificates] document_cache moved"
+        text = text.replace(old, f"\ndocument_cache = {document_cache} ")
     if batch:
         for pid in BATCH_PLATFORMS:
             text = text.replace(f'[[partners]]\nid = "{pid}"\n',
@@ -231,6 +249,53 @@ async def measure(load_argv: list[str], servers: dict[str, Proc]) -> dict[str, f
     return result
 
 
+async def start_gateway(name: str, gw: str, config: Path, args: argparse.Namespace,
+                        concurrency: int) -> Proc:
+    """`tongban serve` as gw (under py-spy with --profile, stacks named after the row)."""
+    argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
+    if args.profile:
+        argv = profiled(argv, Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt")
+    proc = await spawn(gw, *argv)
+    proc.profiled = bool(args.profile)
+    return proc
+
+
+async def certificate_scenario(name: str, tmp: Path, procs: list[Proc],
+                               args: argparse.Namespace, concurrency: int,
+                               common: list[str]) -> dict[str, float]:
+    """Signed lookups from 310115 through 310000-gw and 320000-gw to the issuer 320681
+    (or, certificate-direct, its FetchCertificates alone). Raises unless every measured
+    call succeeded and every answer was the certificate asked for."""
+    port = free_port()
+    config, ports = bench_config(tmp, {cert.ISSUER: port}, batch=True,
+                                 document_cache=0 if name == "certificate-nocache" else None)
+    argv = [PY, "-m", "benchmarks.partner", "--port", str(port), "--sign", "--config",
+            str(config), "--partner", cert.ISSUER, "--gateway", cert.ISSUER_GATEWAY,
+            "--linger", PARTNER_LINGER_S, "--register", str(tmp / "register.sqlite3")]
+    if args.profile:  # the issuer's own cost, to tell it from the gateways'
+        argv = profiled(argv, Path(args.profile) / f"{name}-issuer-c{concurrency}.txt")
+    issuer = await spawn("issuer", *argv)
+    issuer.profiled = bool(args.profile)
+    procs.append(issuer)
+    await issuer.wait_line("READY")
+    servers = {"issuer": issuer}
+    if name == "certificate-direct":
+        load = ["--kind", "fetch", "--target", f"127.0.0.1:{port}"]
+    else:
+        for n, gw in enumerate((cert.CONSUMER_GATEWAY, cert.ISSUER_GATEWAY)):
+            servers[f"gateway{n + 1}"] = proc = await start_gateway(name, gw, config, args,
+                                                                    concurrency)
+            procs.append(proc)
+            await healthy(ports[gw].split("|")[1])
+        load = ["--kind", "certificate", "--gateway", cert.CONSUMER_GATEWAY]
+    result = await measure([*load, "--config", str(config), *common], servers)
+    if result["errors"] or result["invalid"] or not result["calls"]:
+        raise RuntimeError(f"{name}: {int(result['calls'])} calls, {int(result['errors'])} "
+                           f"failed, {int(result['invalid'])} wrong answers; first: "
+                           f"{result.get('first_error', 'none')}")
+    return result
+
+
 async def scenario(name: str, args: argparse.Namespace, concurrency: int,
                    rate: float = 0.0) -> dict[str, float] | None:
     tmp = Path(tempfile.mkdtemp(prefix=f"tongban-bench-{name}-"))
@@ -238,6 +303,8 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
     common = ["--concurrency", str(concurrency), "--duration", str(args.duration),
               "--warmup", str(args.warmup), "--rate", str(rate)]
     try:
+        if name in CERTIFICATE_ROWS:
+            return await certificate_scenario(name, tmp, procs, args, concurrency, common)
         partner_port = free_port()
         if name in ("direct", "bare", "nginx"):
             partner = await spawn("partner", PY, "-m", "benchmarks.partner", "--port",
@@ -287,11 +354,7 @@ async def scenario(name: str, args: argparse.Namespace, concurrency: int,
         partner = partners[target_partner]
         servers = {"partner": partner, **({"origin": partners["310000"]} if mixed else {})}
         for gw in gateways:
-            argv = [PY, "-m", "gateway.cli", "serve", "--config", str(config), "--as", gw]
-            if args.profile:
-                argv = profiled(argv, Path(args.profile) / f"{name}-{gw}-c{concurrency}.txt")
-            proc = await spawn(gw, *argv)
-            proc.profiled = bool(args.profile)
+            proc = await start_gateway(name, gw, config, args, concurrency)
             procs.append(proc)
             await healthy(ports[gw].split("|")[1])
             servers[f"gateway{gateways.index(gw) + 1}" if not routed else "gateway"] = proc
@@ -342,6 +405,9 @@ def table(rows: list[tuple[str, int, dict[str, float] | None]]) -> str:
         if "delivered" in r:
             extra = f" (delivered {int(r['delivered'])}/{int(r['expected'])}, " \
                     f"drained in {r['drain_s']:.1f} s)"
+        elif "answers_checked" in r:
+            extra = f" (answers checked {int(r['answers_checked'])}, status verified in " \
+                    f"{int(r['answers_in_full'])})"
         out.append(f"| {name} | {conc} | {r['rate']:,.0f} | {r['p50_ms']:.2f} | "
                    f"{r['p99_ms']:.2f} | {int(r['errors'])} | {cpu}{extra} |")
     return "\n".join(out)
@@ -368,6 +434,7 @@ def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
                          f"{g / b:.2f}  ({g:.0f} µs vs {b:.0f} µs; target ≤ 2.0, stretch 1.5)")
         if one and direct and label != "routed":
             lines.append(f"{label} / direct throughput: {one['rate'] / direct['rate']:.2f}")
+    lines += certificate_ratios(results)
     mix = results.get("mixed")
     if mix and mix.get("by_call"):
         by_call = mix["by_call"]
@@ -380,6 +447,42 @@ def ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
         lines.append(f"mixed: gateway CPU per case / 4.5 bare forwarder calls (same 9 hops): "
                      f"{per_case / (4.5 * b):.2f}  ({per_case:,.0f} µs per case, "
                      f"{mix['rate'] / 5:,.0f} cases/s)")
+    return lines
+
+
+def certificate_ratios(results: dict[str, dict[str, float] | None]) -> list[str]:
+    lines = []
+    lookup, direct, nocache = (results.get(k) for k in CERTIFICATE_ROWS)
+    if lookup and direct:
+        lines.append(f"certificate / certificate-direct throughput: "
+                     f"{lookup['rate'] / direct['rate']:.2f}  (goal ≥ 0.30 on 2 cores)")
+    if lookup:
+        gw = lookup["cpu_gateway1_ms_per_1k"] + lookup["cpu_gateway2_ms_per_1k"]
+        lines.append(f"certificate: gateway CPU per lookup {gw:,.0f} µs (310000-gw "
+                     f"{lookup['cpu_gateway1_ms_per_1k']:,.0f} + 320000-gw "
+                     f"{lookup['cpu_gateway2_ms_per_1k']:,.0f}), issuer "
+                     f"{lookup['cpu_issuer_ms_per_1k']:,.0f} µs"
+                     + (f" (direct: {direct['cpu_issuer_ms_per_1k']:,.0f} µs)"
+                        if direct else ""))
+    if lookup and nocache:
+        on = lookup["cpu_gateway1_ms_per_1k"] + lookup["cpu_gateway2_ms_per_1k"]
+        off = nocache["cpu_gateway1_ms_per_1k"] + nocache["cpu_gateway2_ms_per_1k"]
+        lines.append(f"certificate-nocache / certificate throughput: "
+                     f"{nocache['rate'] / lookup['rate']:.2f}  (document cache off vs on; "
+                     f"gateway CPU per lookup {off:,.0f} vs {on:,.0f} µs)")
+    return lines
+
+
+def by_round(runs: dict[str, list[dict[str, float] | None]]) -> list[str]:
+    """The certificate ratios of each round on its own: the rounds ran minutes apart on a
+    machine whose speed drifts, and the medians of two rows may come from different ones."""
+    lines = []
+    for top, bottom in (("certificate", "certificate-direct"),
+                        ("certificate-nocache", "certificate")):
+        pairs = list(zip(runs.get(top, []), runs.get(bottom, []), strict=False))
+        if len(pairs) > 1:
+            lines.append(f"{top} / {bottom} by round: " + ", ".join(
+                f"{a['rate'] / b['rate']:.2f}" if a and b else "-" for a, b in pairs))
     return lines
 
 
@@ -402,7 +505,7 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"Median of {args.repeat} interleaved runs per scenario (by calls/s)\n")
     print(table([(name, args.concurrency, main[name]) for name in names]))
     print()
-    print("\n".join(ratios(main)))
+    print("\n".join(ratios(main) + by_round(runs)))
     routed = main.get("routed")
     if args.latency and routed:
         rate = routed["rate"] / 2
@@ -438,14 +541,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1,
                         help="interleaved rounds; each row is the median run (noisy hosts)")
-    parser.add_argument("--scenarios",
-                        default="direct,bare,nginx,routed,routed-1sig,federated,mixed")
+    parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     parser.add_argument("--sweep", default="", help="e.g. 1,16,64,256")
     parser.add_argument("--latency", action="store_true",
                         help="also measure p99 at half the routed saturation rate")
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed,mixed")
-    parser.add_argument("--profile", help="run gateways and the bare forwarder under py-spy, "
-                        "stacks into this folder")
+    parser.add_argument("--profile", help="run gateways, the bare forwarder and the issuer "
+                        "under py-spy, stacks into this folder")
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)

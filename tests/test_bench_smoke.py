@@ -7,10 +7,20 @@ case, and prints its table and ratios.
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from benchmarks import certificate as cert
+from benchmarks import run as bench
+from benchmarks.partner import open_register
+from gateway.config import load_config
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
+from gateway.signing import load_private_key
 from tests.federation import ROOT
 
 
@@ -35,6 +45,59 @@ def test_every_scenario_runs() -> None:
     assert "routed / direct throughput" in out
     assert "gateway CPU per routed call / bare forwarder CPU per call" in out
     assert "mixed: gateway CPU per case" in out
+
+
+def test_certificate_rows_run() -> None:
+    """Lookups through two gateways, the issuer alone, and the lookups without the document
+    cache: each moves calls, every answer checked, and the ratios are printed."""
+    out = run("benchmarks.run", "--duration", "0.8", "--warmup", "0.3", "--concurrency", "8",
+              "--scenarios", "certificate,certificate-direct,certificate-nocache")
+    for name in ("certificate", "certificate-direct", "certificate-nocache"):
+        row = re.search(rf"^\| {name} \| 8 \| ([\d,]+) \|.*\| (\d+) \| .*answers checked "
+                        r"(\d+), status verified in (\d+)\)", out, re.M)
+        assert row, out
+        assert row[1] != "0" and row[2] == "0" and int(row[3]) > 0, (name, row.groups())
+    assert "certificate / certificate-direct throughput" in out
+    assert "certificate-nocache / certificate throughput" in out
+
+
+@pytest.mark.asyncio
+async def test_a_certificate_row_fails_on_wrong_answers(tmp_path: Path) -> None:
+    """The row stops the run, naming the trouble, when the answers are not a valid
+    certificate: here the issuer's register (made before the row starts it) has revoked
+    李四's 不动产权证书, so the gateways answer it with status REVOKED, as they must."""
+    cfg = load_config(ROOT / "partners.toml", self_id=cert.ISSUER_GATEWAY)
+    key = load_private_key((ROOT / "demo-keys" / f"{cert.ISSUER}.pem").read_bytes(),
+                           kid=f"{cert.ISSUER}#k1")
+    issuer = await open_register(cfg, cert.ISSUER, key, str(tmp_path / "register.sqlite3"))
+    await issuer.revoke(cert.NUMBER)
+    await issuer.close()
+    args = argparse.Namespace(profile=None)
+    procs: list[bench.Proc] = []
+    try:
+        with pytest.raises(RuntimeError) as failed:
+            await bench.certificate_scenario(
+                "certificate", tmp_path, procs, args, 2,
+                ["--concurrency", "2", "--duration", "0.5", "--warmup", "0.2", "--rate", "0"])
+    finally:
+        await bench.stop(procs)
+    assert "wrong answers" in str(failed.value) and "REVOKED" in str(failed.value), failed.value
+    assert "0 wrong answers" not in str(failed.value)
+
+
+def test_the_answer_check_refuses_what_was_not_asked() -> None:
+    """No certificate, or one found elsewhere than at the issuer, is a wrong answer."""
+    check = cert.AnswerCheck(())
+    with pytest.raises(cert.BadAnswer, match="0 certificates"):
+        check.fetched(cpb.FetchCertificatesResponse().SerializeToString())
+    elsewhere = cpb.LookupCertificateResponse(certificate=cpb.Certificate(
+        metadata=cpb.CertificateMetadata(number=cert.NUMBER,
+                                         status=cpb.CERTIFICATE_STATUS_VALID),
+        found_at=cpb.FoundAt(partner="320105", gateway="320100-gw")))
+    with pytest.raises(cert.BadAnswer, match="from 320105"):
+        check.lookup(elsewhere)
+    with pytest.raises(cert.BadAnswer, match="does not verify"):
+        check.issued("not.a.document", "")
 
 
 def test_memory_and_scaling_scripts_run() -> None:
