@@ -474,7 +474,8 @@ class CertificateService:
                 metadata=metadata_message(document.metadata), document=entry.document,
                 status_statement=entry.status_statement, found_at=where,
                 file=entry.file if with_file else b"")
-            self._check_certificate(certificate, found, holder, types, certificate_id)
+            self._check_certificate(certificate, found, holder, types, certificate_id,
+                                    document)
             out.append(certificate)
         return out
 
@@ -549,11 +550,14 @@ class CertificateService:
                               ) from None
 
     def _check_certificate(self, got: cpb.Certificate, found: Found, holder: Holder,
-                           types: Sequence[str], certificate_id: str) -> None:
+                           types: Sequence[str], certificate_id: str,
+                           document: Document | None = None) -> None:
         """What an issuer's answer must be, checked with its key alone: its document and
-        status statement, for this holder, of an asked type, the one named if one was;
-        the metadata beside it exactly what the document says; the file its hash."""
-        document = self._document(got.document, got.status_statement, found.partner)
+        status statement (unless ``document`` is them, checked already), for this
+        holder, of an asked type, the one named if one was; the metadata beside it
+        exactly what the document says; the file its hash."""
+        if document is None:
+            document = self._document(got.document, got.status_statement, found.partner)
         metadata = document.metadata
         if document.iss != found.partner or got.found_at.partner != found.partner:
             raise Unavailable(f"a certificate from {found.partner} is signed by {document.iss}")
