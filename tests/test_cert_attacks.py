@@ -256,8 +256,8 @@ async def test_a_statement_is_forwarded_once_per_issuer(nanjing: Federation) -> 
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: CertificateService._replays (gateway/certificates/service.py:153) is an "
-    "in-memory ReplayCache nobody preloads at start (gateway/app.py:186 preloads only the "
+    "BUG: CertificateService._replays (gateway/certificates/service.py:161) is an "
+    "in-memory ReplayCache nobody preloads at start (gateway/app.py:210 preloads only the "
     "call verifier's), so a statement forwarded before a restart is served again after it"))
 async def test_a_statement_is_forwarded_once_across_a_restart(tmp_path: Path) -> None:
     now = time.time()
@@ -293,7 +293,7 @@ async def test_a_forward_from_off_the_path_is_refused(nanjing: Federation) -> No
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: CertificateService.forward (gateway/certificates/service.py:198-203) checks the "
+    "BUG: CertificateService.forward (gateway/certificates/service.py:206-211) checks the "
     "path's ends, loops and length but not the gateways between: a path naming a gateway "
     "that does not exist, or a detour longer than the shortest path, is accepted"))
 async def test_a_path_through_gateways_off_the_shortest_path_is_refused(
@@ -593,10 +593,11 @@ async def test_a_file_that_is_not_the_documents_is_refused(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: _check_certificate (gateway/certificates/service.py:532, via _document at 522) reads the document with "
-    "`got.status_statement or None`: an answer without a status statement is accepted with "
+    "BUG: _check_certificate (gateway/certificates/service.py:556, _document at 546) reads "
+    "the document with `got.status_statement or None`: an answer without a status statement is accepted with "
     "the status the document was signed with, so a peer that drops the issuer's fresh "
-    "'revoked' statement passes a revoked certificate off as valid"))
+    "'revoked' statement passes a revoked certificate off as valid (listings too: "
+    "_list_from uses the same check)"))
 async def test_a_peer_cannot_drop_the_status_statement(
         shanghai: tuple[Federation, PartnerClient]) -> None:
     config = shanghai[0].apps["310000-gw"].config
@@ -613,9 +614,9 @@ async def test_a_peer_cannot_drop_the_status_statement(
     "BUG: a lookup that fails after the directory named its issuer (the peer's answer "
     "did not verify, the issuer refused, timed out) is kept with issuer '' at the "
     "consumer's gateway: _record guesses the issuer from a certificate number only "
-    "(gateway/certificates/service.py:649 and _issuer_guess at 673), so `tongban stats certs` "
+    "(gateway/certificates/service.py:673, _issuer_guess at 697), so `tongban stats certs` "
     "and the tongban_certificate_uses_total issuer label cannot say whose answers fail; "
-    "CertificateService._issuer (service.py:569) should note found.partner on the use"))
+    "CertificateService._issuer (service.py:593) should note found.partner on the use"))
 async def test_a_failed_lookup_is_counted_against_the_issuer_asked(
         shanghai: tuple[Federation, PartnerClient]) -> None:
     config = shanghai[0].apps["310000-gw"].config
@@ -655,7 +656,7 @@ async def test_a_peers_refusal_keeps_its_status_only_when_it_is_the_issuers_kind
 @pytest.mark.xfail(strict=True, reason=(
     "BUG: a far side's refusal text reaches the consumer unmasked: SignedChannel.call_receipt "
     "(gateway/client.py:111) only sanitizes exc.details(), and refusal_of "
-    "(client.py:138-147) passes it on, so an issuer or peer that names a holder in its "
+    "(client.py:138-146) passes it on, so an issuer or peer that names a holder in its "
     "text (a third-party platform's 'no record for 3206811995…') has it handed to the "
     "consumer platform in clear (the audit row is masked; the answer is not): mask_text it "
     "where it is sanitized"))
@@ -701,24 +702,42 @@ async def test_a_peer_answering_garbage_is_unavailable(
             assert err.value.status is UNAVAILABLE, (junk, err.value.message)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _lookup (gateway/certificates/service.py:262-270) checks the relayed answer's "
-    "certificate and then returns the peer's raw bytes: fields it does not check (a "
-    "claim_answer beside a document lookup's certificate, found_at's other fields, "
-    "unknown fields) reach the consumer as if the gateway had checked them; build the "
-    "answer from the checked certificate (as _fetch does), as _list_from should "
-    "(service.py:322-328, whose Certificate messages keep their unknown fields)"))
-async def test_a_peer_cannot_smuggle_anything_beside_a_genuine_answer(
+async def test_a_peer_cannot_add_a_claim_answer_to_a_document(
         shanghai: tuple[Federation, PartnerClient]) -> None:
+    """A yes nobody signed, beside a genuine certificate: refused, not passed on."""
     fed, client = shanghai
     config = fed.apps["310000-gw"].config
     now = time.time()
     honest = genuine(config, document(HOUSE, now=now - 3600), now=now)
     smuggled = cpb.LookupCertificateResponse(
         certificate=honest, claim_answer=cpb.ClaimAnswer(answer=True, token="unchecked"))
+    async with hostile_peer(config, lambda m, a: smuggled.SerializeToString()):
+        with pytest.raises(CallError) as err:
+            await client.lookup_certificate(
+                holder=ZHANG_SAN.message(), cert_type="401", purpose_item="bdc-dy",
+                authorization=authz(ZHANG_SAN, "bdc-dy", now=now))
+    assert err.value.status is UNAVAILABLE, err.value.message
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: _lookup (gateway/certificates/service.py:272-284) checks the relayed answer's "
+    "certificate and then returns the peer's raw bytes: what it does not check (found_at "
+    "but its partner, fields unknown to the gateway, here another holder's id) reaches "
+    "the consumer as if checked; build the answer from the checked certificate with this "
+    "gateway's own found_at, as _fetch does (and _list_from, whose Certificate messages "
+    "keep their unknown fields and found_at)"))
+async def test_a_peer_cannot_smuggle_anything_beside_a_genuine_answer(
+        shanghai: tuple[Federation, PartnerClient]) -> None:
+    fed, client = shanghai
+    config = fed.apps["310000-gw"].config
+    now = time.time()
+    honest = genuine(config, document(HOUSE, now=now - 3600), now=now)
+    honest.found_at.gateway = "ghost-gw"  # the issuer's gateway is 320100-gw
+    honest.found_at.home = False
     # an unknown field 99 (length-delimited) holding another holder's id
     extra = LI_SI.number.encode()
-    raw = smuggled.SerializeToString() + b"\x9a\x06" + bytes([len(extra)]) + extra
+    raw = cpb.LookupCertificateResponse(certificate=honest).SerializeToString()
+    raw += b"\x9a\x06" + bytes([len(extra)]) + extra
     async with hostile_peer(config, lambda m, a: raw):
         got = await outcome(client.lookup_certificate(
             holder=ZHANG_SAN.message(), cert_type="401", purpose_item="bdc-dy",
@@ -727,8 +746,9 @@ async def test_a_peer_cannot_smuggle_anything_beside_a_genuine_answer(
         assert got.status is UNAVAILABLE, got.message
         return
     assert got.certificate.document == honest.document
-    assert not got.HasField("claim_answer"), got.claim_answer
     assert extra not in got.SerializeToString()
+    assert (got.certificate.found_at.gateway, got.certificate.found_at.home) == (
+        "320100-gw", True), got.certificate.found_at
 
 
 async def test_a_listing_keeps_nothing_a_peer_made_up(
@@ -764,11 +784,6 @@ async def outcome(call: Awaitable[M]) -> M | CallError:
         return err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _verify (gateway/certificates/service.py:351-355) checks a relayed "
-    "VerifyCertificateResponse's status statement but returns the peer's bytes as they "
-    "came: its `status` (and `number`, `metadata`) are never compared with the statement, "
-    "so a peer answers VALID beside the issuer's genuine 'revoked'"))
 async def test_a_peer_cannot_flip_the_status_of_a_verification(
         shanghai: tuple[Federation, PartnerClient]) -> None:
     fed, client = shanghai
@@ -787,9 +802,6 @@ async def test_a_peer_cannot_flip_the_status_of_a_verification(
             else got.status == cpb.CERTIFICATE_STATUS_REVOKED), got
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: _verify (gateway/certificates/service.py:351-355) returns a relayed answer's "
-    "`metadata` unchecked when the consumer sent a document: a peer rewrites the holder"))
 async def test_a_peer_cannot_rewrite_the_metadata_of_a_verified_document(
         shanghai: tuple[Federation, PartnerClient]) -> None:
     fed, client = shanghai
@@ -869,8 +881,8 @@ async def test_a_platform_at_another_gateway_gets_nothing(fed: Federation) -> No
     "calling is PERMISSION_DENIED, but Config.party (gateway/config.py:213-217) knows only "
     "this gateway's own platforms, so the Edge answers UNAUTHENTICATED 'unknown key' and "
     "the refusal is never audited; CertificateService.call's PermissionDenied "
-    "(gateway/certificates/service.py:159-163) is never reached by one. Fix the doc, or resolve "
-    "every partner's key for certificate methods and let call() refuse"))
+    "(gateway/certificates/service.py:167-171) is never reached by one. Fix the doc, or "
+    "resolve every partner's key for certificate methods and let call() refuse"))
 async def test_a_platform_at_another_gateway_is_permission_denied(fed: Federation) -> None:
     got = await call_as(fed.config, CONSUMER, "320100-gw",
                         lookup(time.time()).SerializeToString(), method=LOOKUP)
@@ -991,7 +1003,7 @@ async def test_another_holders_certificate_id_says_no_more_than_a_missing_one(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: _identity (gateway/certificates/service.py:376) checks the name with "
+    "BUG: _identity (gateway/certificates/service.py:399) checks the name with "
     "claim_rules.ask(..., field='name'), which names the refusal `name.text`: no such field "
     "in VerifyIdentityRequest (the contract: INVALID_ARGUMENT with that field path)"))
 async def test_a_megabyte_name_to_check_is_refused_naming_the_field(fed: Federation) -> None:
@@ -1004,9 +1016,9 @@ async def test_a_megabyte_name_to_check_is_refused_naming_the_field(fed: Federat
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: _list (gateway/certificates/service.py:276-287) takes any number of cert_types, "
+    "BUG: _list (gateway/certificates/service.py:288-297) takes any number of cert_types, "
     "duplicates included (the issuer takes 1 to 32 distinct, "
-    "adapters/issuer_requests.py:80), and refuses a type the item does not list with field "
+    "adapters/issuer_requests.py:45), and refuses a type the item does not list with field "
     "`cert_type` (check_purpose) instead of `cert_types[i]`; 10,000 entries should be "
     "INVALID_ARGUMENT field cert_types"))
 @pytest.mark.parametrize("types", ["same", "distinct"])
@@ -1023,10 +1035,10 @@ async def test_ten_thousand_cert_types_are_refused(fed: Federation, types: str) 
 
 @pytest.mark.xfail(strict=True, reason=(
     "BUG: CertificateService._lookup/_list/_identity call _note (which keeps the caller's "
-    "whole statement for the use row, gateway/certificates/service.py:618-630) before "
+    "whole statement for the use row, gateway/certificates/service.py:642-654) before "
     "_authorized checks the authorization's size: a call refused for a 1 MB (up to "
     "max_message_bytes) authorization writes that megabyte into certificate_uses, each "
-    "time; the size check belongs before _note (service.py:240, 277, 380)"))
+    "time; the size check belongs before _note (service.py:248, 289, 403)"))
 async def test_a_megabyte_of_authorization_is_not_kept_per_refusal(fed: Federation) -> None:
     """The use rows keep the consumer's statement as evidence; a refusal of garbage keeps
     its audit entry, but one call must not write a megabyte into the store."""
