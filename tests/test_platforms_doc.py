@@ -1,12 +1,18 @@
 """docs/platforms.md's ReceiveCase walkthrough must match what the code builds, signs and
-verifies. `python -m tests.test_platforms_doc` prints the example's values."""
+verifies, and its §9 (issuing certificates) what the gateway and the reference issuer do.
+`python -m tests.test_platforms_doc` prints the walkthrough's values."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import grpc
+
+from adapters import issuer_requests
 from gateway import evidence
+from gateway.client import CallError, refusal_of
 from gateway.config import load_config
 from gateway.engine import Engine
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -93,6 +99,77 @@ def test_walkthrough_verifies_as_the_doc_says() -> None:
     gateway.verify_response(ex["answer"], peer="310115", method=RECEIVE,
                             body=bytes.fromhex(ex["response_hex"]), request=hop,
                             now=IAT_HOP + 1)
+
+
+def section(heading: str) -> str:
+    """The text of docs/platforms.md under ``heading`` (a whole heading line's start),
+    up to the next heading of any level."""
+    doc = (ROOT / "docs" / "platforms.md").read_text(encoding="utf-8")
+    start = doc.index(f"\n{heading}")
+    end = doc.find("\n#", start + 1)
+    return doc[start:] if end < 0 else doc[start:end]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of each body row of the markdown tables in ``text``."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+
+
+def test_issuer_refusal_table_is_what_the_gateway_does() -> None:
+    """§9.4: each status an issuer may answer reaches the consumer as the table says
+    (gateway/client.refusal_of), and every status the table does not name is UNAVAILABLE."""
+    text = section("### 9.4")
+    mapping = text[text.index("| you answer |"):]  # the second table: the first says when
+    rows = [r for r in table_rows(mapping) if r[0] != "you answer" and len(r) == 2]
+    named: dict[str, str] = {}
+    other = None
+    for answered, got in rows:
+        codes = re.findall(r"`([A-Z_]+)`", answered)
+        becomes = re.findall(r"`([A-Z_]+)`", got)[0]
+        if answered.startswith("any other status"):
+            other = becomes
+            continue
+        for code in codes:
+            named[code] = becomes
+    assert other == "UNAVAILABLE"
+    assert named, "the table of §9.4 was not found"
+    for status in grpc.StatusCode:
+        if status is grpc.StatusCode.OK:
+            continue
+        mapped = refusal_of(CallError(status, "320105: why"))
+        assert mapped.code.name == named.get(status.name, other), status
+        assert "320105: why" in mapped.message
+    unauthenticated = refusal_of(CallError(grpc.StatusCode.UNAUTHENTICATED, "x")).message
+    quoted = re.search(r"message ending `([^`]+)`", text)
+    assert quoted is not None and unauthenticated.endswith(quoted.group(1))
+    bad_answer = refusal_of(CallError(grpc.StatusCode.UNAVAILABLE, "x", bad_answer=True))
+    assert bad_answer.code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_issuer_call_table_matches_what_the_issuer_admits() -> None:
+    """§9.1: the consumer calls that lead to FetchCertificates and to AnswerClaim are the
+    ones the reference issuer accepts as their consumer_statement."""
+    leads: dict[str, set[str]] = {"FetchCertificates": set(), "AnswerClaim": set()}
+    for row in table_rows(section("### 9.1")):
+        if len(row) == 4 and row[2].strip("`") in leads:
+            leads[row[2].strip("`")].add(re.findall(r"`(\w+)`", row[0])[0])
+    assert leads["FetchCertificates"] == {m.rsplit("/", 1)[1] for m in issuer_requests.FETCHES}
+    assert leads["AnswerClaim"] == {m.rsplit("/", 1)[1] for m in issuer_requests.CLAIMS}
+
+
+def test_every_refusal_field_of_the_issuer_checks_is_documented() -> None:
+    """§9.2: each ``consumer_statement.<field>`` the reference issuer refuses with
+    (adapters/issuer_requests.py) is named in the doc, as `.<field>` or in full."""
+    source = (ROOT / "adapters" / "issuer_requests.py").read_text(encoding="utf-8")
+    fields = set(re.findall(r'_differs\("(\w+)"\)', source))
+    fields |= set(re.findall(r'field=f"\{STATEMENT\}\.(\w+)"', source))
+    assert {"claim", "cert_type", "certificate_id", "with_file", "cert_types", "purpose_item",
+            "name", "holder", "authorization"} <= fields
+    text = section("### 9.2")
+    for name in fields:
+        assert f"`.{name}`" in text or f"`consumer_statement.{name}`" in text, name
 
 
 if __name__ == "__main__":
