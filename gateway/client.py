@@ -21,6 +21,7 @@ from gateway.errors import (
     Unauthenticated,
     Unavailable,
 )
+from gateway.identifiers import mask_text
 from gateway.logs import sanitize
 from gateway.signing import HEADER
 from gateway.tls import ChannelTls, open_channel
@@ -108,8 +109,9 @@ class SignedChannel:
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             # the far side's text: escaped and cut (it reaches logs and audit details)
-            raise CallError(exc.code(), f"{self.audience}: {sanitize(exc.details() or '')}"
-                            ) from None
+            # and any id number in it masked: it may be passed on to a caller (refusal_of)
+            raise CallError(exc.code(), f"{self.audience}: "
+                            f"{mask_text(sanitize(exc.details() or ''))}") from None
         answer = next((str(v) for k, v in (trailing or ()) if k == HEADER), None)
         try:
             self._verifier.verify_response(answer, peer=self.audience, method=method,

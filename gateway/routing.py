@@ -10,6 +10,7 @@ even when gateways disagree about the file.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class RouteTable:
             if known is None or (known.partner is None and dest.partner is not None):
                 self._by_prefix[dest.prefix] = dest
         graph = {k: tuple(v) for k, v in links.items()}
+        self._links = graph
         self._next_hop = _first_hops(self_id, graph)
         self._distance = {node: _distances(node, graph) for node in graph}
 
@@ -95,6 +97,17 @@ class RouteTable:
     def next_hop_to(self, gateway: str) -> str | None:
         return None if gateway == self.self_id else self._next_hop.get(gateway)
 
+    def shortest_walk(self, walk: list[str]) -> bool:
+        """Is ``walk`` (gateway ids, the first where a call entered the federation, the
+        last this gateway) a shortest path over links both sides list? What a forwarded
+        synchronous call's ``path`` must be: every gateway it names real and linked to the
+        next, no detour."""
+        if not walk or walk[-1] != self.self_id:
+            return False
+        if any(not _linked(self._links, a, b) for a, b in itertools.pairwise(walk)):
+            return False
+        return self._distance.get(walk[0], {}).get(self.self_id) == len(walk) - 1
+
     def on_path(self, origin: str, target: str, previous: str) -> bool:
         """Could a case from gateway `origin` to gateway `target` reach this gateway from
         its neighbour `previous`? Every hop forwards along a shortest path (BFS), so this
@@ -107,6 +120,10 @@ class RouteTable:
                     and d[origin][previous] == d[origin][here] - 1)
         except KeyError:  # a gateway no link path reaches
             return False
+
+
+def _linked(links: Mapping[str, tuple[str, ...]], a: str, b: str) -> bool:
+    return b in links.get(a, ()) and a in links.get(b, ())
 
 
 def _first_hops(origin: str, links: Mapping[str, tuple[str, ...]]) -> dict[str, str]:

@@ -336,3 +336,13 @@ async def test_a_type_nobody_issues_for_the_holders_region_is_not_found(
         authorization=authz(fed, chuzhou, "gjj-tq")), grpc.StatusCode.NOT_FOUND)
     assert "cert_type" in message and "341102" in message and "340000" in message
     assert "34110219900101001" not in message  # the holder's id is never in a message
+
+
+async def test_a_listing_names_an_issuer_behind_another_gateway_that_could_not_answer(
+        fed: Federation) -> None:
+    await fed.platform("320105").issuer.close()  # 建邺's register is down
+    listing = await fed.client(CONSUMER).list_certificates(
+        holder=ZHANG_SAN.message(), purpose_item="bdc-dy",
+        authorization=authz(fed, ZHANG_SAN, "bdc-dy"))
+    assert list(listing.unavailable) == ["320105: UNAVAILABLE"]
+    assert {c.metadata.type_code for c in listing.certificates} == {"111", "301"}

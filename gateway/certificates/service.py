@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import grpc
 from google.protobuf.message import DecodeError, Message
 
 from gateway.audit import PendingAudit
@@ -82,7 +83,9 @@ REQUESTS: Final[Mapping[str, type[Message]]] = {
 }
 METHODS: Final = frozenset(SERVICE + name for name in REQUESTS)
 USES_ITEM: Final = "tongban:uses"  # the purpose of a holder's own "who used my certificate"
+STATUS_NAMES: Final = frozenset(code.name for code in grpc.StatusCode)
 MAX_USES: Final = 1000  # uses one gateway returns for one holder
+MAX_TYPES: Final = 32  # certificate types one listing may name (as an issuer takes)
 
 
 @dataclass(slots=True)
@@ -206,6 +209,7 @@ class CertificateService:
         if (not path or path[0] != consumer.gateway or path[-1] != caller
                 or self.self_id in path or len(set(path)) != len(path)
                 or len(path) > self.config.limits.max_hops
+                or not self.routes.shortest_walk([*path, self.self_id])
                 or not self.routes.on_path(consumer.gateway, issuer.gateway, caller)):
             raise PermissionDenied("this gateway is not on the path from the consumer's "
                                    "gateway to the issuer's", field="path")
@@ -274,10 +278,13 @@ class CertificateService:
         if ask.first:  # the consumer's gateway checks what the issuer signed, end to end
             if answer.HasField("claim_answer") or not answer.HasField("certificate"):
                 raise Unavailable(f"the answer from {found.partner} is not one certificate")
-            got = answer.certificate
-            self._check_certificate(got, found, holder, (cert_type,), req.certificate_id)
+            got = self._relayed(answer.certificate, found, holder, (cert_type,),
+                                req.certificate_id)
             if req.with_file and not got.file:
                 raise Unavailable(f"{found.partner} sent no rendered file")
+            self._note_number(ask, got.metadata.number)
+            # built again from what was checked: nothing a gateway between added passes
+            return cpb.LookupCertificateResponse(certificate=got).SerializeToString()
         self._note_number(ask, answer.certificate.metadata.number)
         return raw
 
@@ -285,13 +292,22 @@ class CertificateService:
         req: cpb.ListCertificatesRequest = ask.request
         holder = holder_of(req.holder)
         item = item_of(req.purpose_item)
+        if len(req.cert_types) > MAX_TYPES:
+            raise InvalidArgument(f"at most {MAX_TYPES} certificate types", field="cert_types")
         asked = [cert_type_of(t, f"cert_types[{i}]") for i, t in enumerate(req.cert_types)]
+        if len(set(asked)) != len(asked):
+            raise InvalidArgument("a certificate type is asked twice", field="cert_types")
         self._note(ask, holder, "", item)
         authz = self._authorized(req.authorization, holder, item, ask.consumer, None)
         allowed = types_for(self.catalogue, item, authz)
         for i, cert_type in enumerate(asked):
             if cert_type not in allowed:
-                check_purpose(self.catalogue, item=item, cert_type=cert_type)
+                try:
+                    check_purpose(self.catalogue, item=item, cert_type=cert_type)
+                except PermissionDenied as exc:
+                    if exc.field != "cert_type":
+                        raise
+                    raise PermissionDenied(exc.message, field=f"cert_types[{i}]") from None
                 raise PermissionDenied(f"the authorization does not name type {cert_type}",
                                        field=f"cert_types[{i}]")
         types = sorted(set(asked) or allowed)
@@ -316,7 +332,10 @@ class CertificateService:
                     log.error("certificate listing at %s failed", found.partner,
                               exc_info=result)
                     result = Unavailable("failed")
-                out.unavailable.append(f"{found.partner}: {result.code.name}")
+                # a far gateway's word on its issuer is passed on with the status it gave
+                code = result.status if isinstance(result, _NotAnswered) \
+                    else result.code.name
+                out.unavailable.append(f"{found.partner}: {code}")
                 continue
             listed.append((found, [_Listed(c) for c in result]))
         for _, entry in merge(listed):
@@ -332,11 +351,16 @@ class CertificateService:
             return await self._fetch(ask, found, holder, found.types, "", item,
                                      with_file=False)
         raw = await self._relay(ask, found)
-        got = list(self._decode(cpb.ListCertificatesResponse, raw, found.partner).certificates)
-        for certificate in got:
-            self._check_certificate(certificate, found, holder, found.types, "")
+        answer = self._decode(cpb.ListCertificatesResponse, raw, found.partner)
+        if answer.unavailable:  # the issuer behind that gateway could not answer
+            status = answer.unavailable[0].rpartition(": ")[2]
+            raise _NotAnswered(f"{found.partner} could not answer",
+                               status if status in STATUS_NAMES else "UNAVAILABLE")
+        got = []
+        for certificate in answer.certificates:
             if certificate.file:
                 raise Unavailable(f"{found.partner} sent file bytes in a listing")
+            got.append(self._relayed(certificate, found, holder, found.types, ""))
         return got
 
     async def _verify(self, ask: Ask) -> bytes:
@@ -396,8 +420,10 @@ class CertificateService:
         if holder.id_type is not HolderIdType.RESIDENT:
             raise InvalidArgument("identity is checked for a resident id (居民身份证)",
                                   field="holder.id_type")
-        claim = claim_rules.ask("name_is", {"text": req.name}, field="name")
-        del claim  # checked here; the issuer answers it
+        try:  # checked here (the issuer answers it), named as the request names it
+            claim_rules.ask("name_is", {"text": req.name})
+        except InvalidArgument as exc:
+            raise InvalidArgument(exc.message, field="name") from None
         item = item_of(req.purpose_item)
         cert_type = self.config.certificates.identity_type
         self._note(ask, holder, cert_type, item)
@@ -541,13 +567,28 @@ class CertificateService:
         return status.status
 
     def _document(self, token: str, status: str, issuer: str) -> Document:
+        """A document from an issuer's answer, with the issuer's statement of its status
+        now: an answer without one could pass off a revoked certificate as valid."""
+        if not status:
+            raise Unavailable(f"a certificate from {issuer} comes without its status "
+                              "statement")
         now = self._clock.now()
         try:
             read = self.documents.read(token, self._keys, now)
-            return report(read, self._keys, now=now, status=status or None)
+            return report(read, self._keys, now=now, status=status)
         except GatewayError as exc:
             raise Unavailable(f"a document from {issuer} does not verify: {exc.message}"
                               ) from None
+
+    def _relayed(self, got: cpb.Certificate, found: Found, holder: Holder,
+                 types: Sequence[str], certificate_id: str) -> cpb.Certificate:
+        """A certificate another gateway passed on, checked, as this gateway passes it
+        on: only the fields the contract has, found_at exactly where it was sought."""
+        got.DiscardUnknownFields()
+        self._check_certificate(got, found, holder, types, certificate_id)
+        if got.found_at != found_message(found, self._gateway_of(found.partner)):
+            raise Unavailable(f"the answer from {found.partner} says it was found elsewhere")
+        return got
 
     def _check_certificate(self, got: cpb.Certificate, found: Found, holder: Holder,
                            types: Sequence[str], certificate_id: str,
@@ -596,6 +637,8 @@ class CertificateService:
 
     def _issuer(self, ask: Ask, cert_type: str, division: str) -> Found:
         found = self.directory.issuer_for(cert_type, division)
+        if ask.uses and not ask.uses[0].issuer:  # a use that fails now is still theirs
+            ask.uses[0] = dataclasses.replace(ask.uses[0], issuer=found.partner)
         if ask.only and found.partner != ask.only:
             raise PermissionDenied(f"the consumer's gateway chose {ask.only}, the directory "
                                    f"here names {found.partner}", field="partner")
@@ -661,8 +704,8 @@ class CertificateService:
             return
         base = ask.uses[0]
         row = dataclasses.replace(base, number=number, cert_type=cert_type or base.cert_type,
-                                  issuer=issuer)
-        if not base.number and not base.issuer and len(ask.uses) == 1:
+                                  issuer=issuer or base.issuer)
+        if not base.number and len(ask.uses) == 1:
             ask.uses[0] = row
         else:
             ask.uses.append(row)
@@ -674,6 +717,8 @@ class CertificateService:
         now = self._clock.now()
         rows = []
         for use in ask.uses:
+            if outcome != "OK":  # evidence of what was handed out; a refusal hands out
+                use = dataclasses.replace(use, statement=b"")  # nothing (and may be huge)
             issuer = use.issuer or (ask.only or self._issuer_guess(use))
             local = bool(issuer) and issuer in self.config.partners and self._local(issuer)
             role = "both" if ask.first and local else "origin" if ask.first else "issuer"
@@ -708,6 +753,15 @@ class CertificateService:
             except GatewayError:
                 return ""
         return ""
+
+
+class _NotAnswered(Unavailable):
+    """A far gateway reached, whose issuer could not answer a listing: ``status`` is
+    what that gateway said of it, passed on in ``unavailable``."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
