@@ -209,6 +209,7 @@ class GatewayApp:
         now = self.clock.now()  # a restart must not reopen the replay window (signing.md)
         self.verifier.preload(await self.store.recent_jtis(now - self.verifier.replay_window_s),
                               now)
+        await self.certificates.preload(now)
         self._build_adapters()
         for adapter in self.adapters.values():
             await adapter.start()

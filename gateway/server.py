@@ -233,8 +233,10 @@ class Edge:
                     PENDING_AUDIT.reset(token)
                 out = response if isinstance(response, bytes) else response.SerializeToString()
                 answer = await self._answer(claims, method, out)
-                if pending.seq is None:  # a read or a duplicate: audited on its own
-                    await self.audit(method, claims, _case_id(response), "OK")
+                if pending.seq is None:  # a read or a duplicate: audited on its own,
+                    # with what the handler noted in its entry (a forwarded statement)
+                    await self._append(dataclasses.replace(pending.entry,
+                                                           case_id=_case_id(response)))
                 context.set_trailing_metadata(((HEADER, answer),))
                 return out
             except asyncio.CancelledError:
@@ -262,9 +264,11 @@ class Edge:
                     detail: str = "") -> None:
         """Every exchange of an authenticated caller, refused ones too, goes into the hash
         chain before the answer."""
+        await self._append(self._entry(method, claims, case_id, outcome, detail))
+
+    async def _append(self, entry: AuditEntry) -> None:
         try:
-            await self.store.append_audit(
-                self._entry(method, claims, case_id, outcome, detail))
+            await self.store.append_audit(entry)
         except GatewayError as exc:  # store closing: the call fails rather than go unaudited
             raise Unavailable(f"audit log unavailable: {exc.message}") from None
 

@@ -256,10 +256,6 @@ async def test_a_statement_is_forwarded_once_per_issuer(nanjing: Federation) -> 
     assert "replay" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: CertificateService._replays (gateway/certificates/service.py:161) is an "
-    "in-memory ReplayCache nobody preloads at start (gateway/app.py:210 preloads only the "
-    "call verifier's), so a statement forwarded before a restart is served again after it"))
 async def test_a_statement_is_forwarded_once_across_a_restart(tmp_path: Path) -> None:
     now = time.time()
     once = forward(statement(lookup(now), now=now, ttl=300))

@@ -84,6 +84,7 @@ REQUESTS: Final[Mapping[str, type[Message]]] = {
 METHODS: Final = frozenset(SERVICE + name for name in REQUESTS)
 USES_ITEM: Final = "tongban:uses"  # the purpose of a holder's own "who used my certificate"
 STATUS_NAMES: Final = frozenset(code.name for code in grpc.StatusCode)
+FORWARDED: Final = "statement"  # the audit detail of an accepted forward: key, jti, until
 MAX_USES: Final = 1000  # uses one gateway returns for one holder
 MAX_TYPES: Final = 32  # certificate types one listing may name (as an issuer takes)
 
@@ -163,6 +164,22 @@ class CertificateService:
                                     max_ttl_s=config.limits.max_token_ttl_s)
         self._replays = ReplayCache()
 
+    async def preload(self, now: float) -> int:
+        """Remember the statements forwarded here while they could still be replayed,
+        from the audit log (as the verifier does for call tokens): a restart does not
+        reopen the window. Returns how many."""
+        window = self.config.limits.max_token_ttl_s + 2 * self._skew
+        seen = []
+        for detail in await self.store.recent_details(SERVICE + "ForwardCertificateCall",
+                                                      now - window):
+            parts = detail.split(" ")
+            if len(parts) == 4 and parts[0] == FORWARDED:
+                try:
+                    seen.append((parts[1], parts[2], float(parts[3])))
+                except ValueError:
+                    continue
+        return self._replays.preload(seen, now)
+
     # -- entry points ----------------------------------------------------------------
     async def call(self, method: str, consumer: str, request: Any, statement: pb.Statement,
                    audit: PendingAudit | None) -> bytes:
@@ -213,10 +230,15 @@ class CertificateService:
                 or not self.routes.on_path(consumer.gateway, issuer.gateway, caller)):
             raise PermissionDenied("this gateway is not on the path from the consumer's "
                                    "gateway to the issuer's", field="path")
+        until = claims.exp + self._skew
         if not self._replays.check_and_add(f"{claims.iss}>{req.partner}", claims.jti,
-                                           claims.exp + self._skew, now):
+                                           until, now):
             raise PermissionDenied("this certificate call was forwarded here before "
                                    "(a replay)", field="statement")
+        if audit is not None:  # the audit log remembers it across a restart (preload)
+            audit.entry = dataclasses.replace(
+                audit.entry, detail=f"{FORWARDED} {claims.iss}>{req.partner} {claims.jti} "
+                                    f"{until:.0f}")
         cls = REQUESTS[method]
         try:
             request = cls.FromString(statement.request)

@@ -146,6 +146,12 @@ class CertificateUseStore(Protocol):
         by these platforms (None: any); at >= since; at most limit."""
         ...
 
+    async def recent_details(self, method: str, since: float) -> list[str]:
+        """Details of the audit entries of ``method`` since ``since`` (seconds), newest
+        first: what the certificate job noted there of the statements it forwarded, to
+        refuse their replay after a restart too."""
+        ...
+
     async def use_counts(self) -> list[UseCount]:
         """Uses grouped by (type, item, consumer, issuer, outcome), largest first."""
         ...

@@ -678,6 +678,23 @@ class SqliteStore:
         result: list[UseCount] = await self._run(op)
         return result
 
+    async def recent_details(self, method: str, since: float) -> list[str]:
+        """The details of the audit entries of ``method`` written at or after since, read
+        as recent_jtis reads (newest first, stopped AUDIT_AT_SLACK_S before since): what a
+        job noted there to remember after a restart (the statements forwarded lately)."""
+        def op(conn: sqlite3.Connection) -> list[str]:
+            out = []
+            for name, detail, at in conn.execute(
+                    "SELECT method, detail, at FROM audit ORDER BY seq DESC"):
+                if at < since - AUDIT_AT_SLACK_S:
+                    break
+                if name == method and detail and at >= since:
+                    out.append(detail)
+            return out
+
+        result: list[str] = await self._run(op)
+        return result
+
     async def recent_jtis(self, since: float) -> list[tuple[str, str, float]]:
         """(caller, jti, at) of the audit entries written at or after since that carry a
         jti: the tokens accepted lately, for the replay cache after a restart.
