@@ -116,6 +116,9 @@ def format_id(type_code: str, issuer_code: str, serial: str, version: str = "001
 def parse(text: str, *, field: str = FIELD) -> CertificateId:
     """Read an identifier; InvalidArgument naming ``field`` and quoting the input if it
     is malformed in any way or its check character is wrong."""
+    known = _PARSED.get(text) if isinstance(text, str) else None
+    if known is not None:  # a pure function of the string: the same answer again
+        return known
     shown = quote(text, _QUOTE_LIMIT)
     if len(text) > MAX_LENGTH:
         raise InvalidArgument(f"a certificate identifier has at most {MAX_LENGTH} "
@@ -131,7 +134,15 @@ def parse(text: str, *, field: str = FIELD) -> CertificateId:
                               f"not {len(parts)}: {shown}", field=field)
     type_code, issuer_code, serial, version, check = parts
     _check(type_code, issuer_code, serial, version, check, field=field, text=text)
-    return CertificateId(type_code, issuer_code, serial, version, check)
+    parsed = CertificateId(type_code, issuer_code, serial, version, check)
+    if len(_PARSED) >= _PARSED_SIZE:  # bounded: a flood of distinct ids costs no memory
+        _PARSED.clear()
+    _PARSED[text] = parsed
+    return parsed
+
+
+_PARSED_SIZE: Final = 8192
+_PARSED: dict[str, CertificateId] = {}  # identifiers already read, valid ones only
 
 
 def _check(type_code: str, issuer_code: str, serial: str, version: str, check: str,

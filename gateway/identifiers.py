@@ -50,6 +50,8 @@ def check_credit_code(number: str, *, field: str) -> str:
     registration department (position 1) be A, N or Y as well (e.g. 农村集体经济组织
     codes start with N), so the format is checked here and stdnum does the arithmetic.
     """
+    if number in _VALID_CODES:  # the same few issuer codes are in every document
+        return number
     if not number.isascii():
         raise InvalidArgument("a credit code is ASCII letters and digits", field=field)
     code = uscc.compact(number)
@@ -61,7 +63,31 @@ def check_credit_code(number: str, *, field: str) -> str:
                               field=field)
     if code[-1] != uscc.calc_check_digit(code[:-1]):
         raise InvalidArgument("the check character of the credit code is wrong", field=field)
+    if code == number:
+        _VALID_CODES.add(code)
     return code
+
+
+class _Seen:
+    """A bounded set of strings already found valid: the check is a pure function of the
+    string, so the answer never goes stale; once full it starts again (no eviction
+    bookkeeping on the hot path), so a flood of distinct codes costs only memory bounded
+    by ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: set[str] = set()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def add(self, item: str) -> None:
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items.add(item)
+
+
+_VALID_CODES = _Seen(4096)
 
 
 def registering_division(id_type_resident: bool, number: str) -> str:
