@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,7 +38,6 @@ from gateway.errors import (
     Unavailable,
     quote,
 )
-from gateway.ids import new_ulid
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.routing import RouteTable
@@ -49,20 +46,15 @@ from gateway.types import CertificateRelay, CertificateSource, Clock
 from gateway.verifier import KeyLookup, ReplayCache, Verifier, verify_statement
 
 from . import claims as claim_rules
-from .accounting import holder_key
+from .answers import AnswerChecks, DocumentCache
 from .authorization import Catalogue, check_authorization, check_purpose, types_for
 from .directory import Found, directory_of, home_division, merge
 from .documents import (
-    Document,
     Holder,
     HolderIdType,
-    Status,
-    read_document,
-    report,
-    verify_status,
 )
+from .uses import USES_ITEM, UseLog, Uses
 from .wire import (
-    STATUSES,
     cert_type_of,
     claim_of,
     found_message,
@@ -82,7 +74,6 @@ REQUESTS: Final[Mapping[str, type[Message]]] = {
     "ListCertificateUses": cpb.ListCertificateUsesRequest,
 }
 METHODS: Final = frozenset(SERVICE + name for name in REQUESTS)
-USES_ITEM: Final = "tongban:uses"  # the purpose of a holder's own "who used my certificate"
 STATUS_NAMES: Final = frozenset(code.name for code in grpc.StatusCode)
 FORWARDED: Final = "statement"  # the audit detail of an accepted forward: key, jti, until
 MAX_USES: Final = 1000  # uses one gateway returns for one holder
@@ -102,37 +93,12 @@ class Ask:
     path: list[str]
     only: str = ""
     audit: PendingAudit | None = None
-    uses: list[CertificateUse] = field(default_factory=list)
+    uses: Uses = field(default_factory=Uses)
 
     @property
     def first(self) -> bool:
         """This is the consumer's own gateway."""
         return len(self.path) == 1
-
-
-class DocumentCache:
-    """Verified documents by their exact token. A document never changes and its check
-    does not depend on the time (the status does, and is never cached), so checking the
-    same signature twice buys nothing. LRU, bounded; size 0 keeps nothing."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._kept: OrderedDict[str, Document] = OrderedDict()
-        self.hits = self.misses = 0
-
-    def read(self, token: str, keys_for: KeyLookup, now: float) -> Document:
-        kept = self._kept.get(token)
-        if kept is not None:
-            self.hits += 1
-            self._kept.move_to_end(token)
-            return kept
-        self.misses += 1
-        document = read_document(token, keys_for, now=now)
-        if self.size:
-            self._kept[token] = document
-            if len(self._kept) > self.size:
-                self._kept.popitem(last=False)
-        return document
 
 
 def catalogue_of(config: Config) -> Catalogue:
@@ -150,12 +116,12 @@ class CertificateService:
         self.config, self.store, self.routes = config, store, routes
         self.self_id = config.self_id
         self._adapters, self._keys, self._clock = adapters, keys_for, clock
-        self._secret = holder_secret
-        self._on_uses = on_uses
         self.directory = directory_of(config)
         self.catalogue = catalogue_of(config)
-        self._known_types = frozenset(t for p in config.partners.values() for t in p.issues)
         self.documents = DocumentCache(config.certificates.document_cache)
+        self.answers = AnswerChecks(keys_for, clock, self.documents)
+        self.log = UseLog(config, store, self.directory, clock, holder_secret, self._local,
+                          on_uses)
         self._timeout = config.certificates.call_timeout_s
         self._skew = config.limits.clock_skew_s
         homes = {p.id: p.gateway for p in config.partners.values()}
@@ -257,10 +223,14 @@ class CertificateService:
         try:
             answer = await handler(ask)
         except GatewayError as exc:
-            if ask.uses or ask.first:
-                await self._record(ask, exc.code.name, str(exc.details()))
+            if ask.method != "ListCertificateUses":
+                await self.log.record(ask.uses, first=ask.first, only=ask.only,
+                                      audit=ask.audit, outcome=exc.code.name,
+                                      detail=str(exc.details()))
             raise
-        await self._record(ask, "OK")
+        if ask.method != "ListCertificateUses":
+            await self.log.record(ask.uses, first=ask.first, only=ask.only, audit=ask.audit,
+                                  outcome="OK")
         return answer
 
     # -- the five calls ----------------------------------------------------------------
@@ -271,7 +241,7 @@ class CertificateService:
         item = item_of(req.purpose_item)
         cid = self._identifier(req.certificate_id, cert_type) if req.certificate_id else None
         claim = claim_of(req.claim) if req.HasField("claim") else None
-        self._note(ask, holder, cert_type, item)
+        self._begin(ask, holder, cert_type, item)
         self._authorized(req.authorization, holder, item, ask.consumer, cert_type)
         check_purpose(self.catalogue, item=item, cert_type=cert_type)
         division = cid.issuer_division if cid else self._home(holder)
@@ -279,7 +249,7 @@ class CertificateService:
         if claim is not None:
             answer = await self._claim(ask, found, holder, cert_type, req.certificate_id,
                                        req.claim)
-            self._note_number(ask, answer.claim_answer.number)
+            ask.uses.number(answer.claim_answer.number)
             return answer.SerializeToString()
         if self._local(found.partner):
             fetched = await self._fetch(ask, found, holder, (cert_type,), req.certificate_id,
@@ -293,21 +263,22 @@ class CertificateService:
             chosen = (valid or fetched)[0]
             if req.with_file and not chosen.file:
                 raise Unavailable(f"{found.partner} sent no rendered file")
-            self._note_number(ask, chosen.metadata.number)
+            ask.uses.number(chosen.metadata.number)
             return cpb.LookupCertificateResponse(certificate=chosen).SerializeToString()
         raw = await self._relay(ask, found)
         answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
         if ask.first:  # the consumer's gateway checks what the issuer signed, end to end
             if answer.HasField("claim_answer") or not answer.HasField("certificate"):
                 raise Unavailable(f"the answer from {found.partner} is not one certificate")
-            got = self._relayed(answer.certificate, found, holder, (cert_type,),
-                                req.certificate_id)
+            got = self.answers.relayed(answer.certificate, found,
+                                       self._gateway_of(found.partner), holder, (cert_type,),
+                                       req.certificate_id)
             if req.with_file and not got.file:
                 raise Unavailable(f"{found.partner} sent no rendered file")
-            self._note_number(ask, got.metadata.number)
+            ask.uses.number(got.metadata.number)
             # built again from what was checked: nothing a gateway between added passes
             return cpb.LookupCertificateResponse(certificate=got).SerializeToString()
-        self._note_number(ask, answer.certificate.metadata.number)
+        ask.uses.number(answer.certificate.metadata.number)
         return raw
 
     async def _list(self, ask: Ask) -> bytes:
@@ -319,7 +290,7 @@ class CertificateService:
         asked = [cert_type_of(t, f"cert_types[{i}]") for i, t in enumerate(req.cert_types)]
         if len(set(asked)) != len(asked):
             raise InvalidArgument("a certificate type is asked twice", field="cert_types")
-        self._note(ask, holder, "", item)
+        self._begin(ask, holder, "", item)
         authz = self._authorized(req.authorization, holder, item, ask.consumer, None)
         allowed = types_for(self.catalogue, item, authz)
         for i, cert_type in enumerate(asked):
@@ -362,7 +333,7 @@ class CertificateService:
             listed.append((found, [_Listed(c) for c in result]))
         for _, entry in merge(listed):
             out.certificates.append(entry.certificate)
-            self._note_number(ask, entry.certificate.metadata.number,
+            ask.uses.number(entry.certificate.metadata.number,
                               entry.certificate.metadata.type_code,
                               entry.certificate.found_at.partner)
         return out.SerializeToString()
@@ -382,7 +353,9 @@ class CertificateService:
         for certificate in answer.certificates:
             if certificate.file:
                 raise Unavailable(f"{found.partner} sent file bytes in a listing")
-            got.append(self._relayed(certificate, found, holder, found.types, ""))
+            got.append(self.answers.relayed(certificate, found,
+                                            self._gateway_of(found.partner), holder,
+                                            found.types, ""))
         return got
 
     async def _verify(self, ask: Ask) -> bytes:
@@ -399,8 +372,8 @@ class CertificateService:
                                       field="document") from None
         number = document.metadata.number if document else req.certificate_id
         cid = parse(number, field="certificate_id")
-        self._note(ask, None, cid.type_code, "")
-        self._note_number(ask, number)
+        self._begin(ask, None, cid.type_code, "")
+        ask.uses.number(number)
         found = self._issuer(ask, cid.type_code, cid.issuer_division)
         if document is not None and document.iss != found.partner:
             raise InvalidArgument(f"the document is signed by {document.iss}, but "
@@ -409,9 +382,9 @@ class CertificateService:
             raw = await self._relay(ask, found)
             answer = self._decode(cpb.VerifyCertificateResponse, raw, found.partner)
             if ask.first:  # every field of it is what the issuer's statement says
-                reported = self._check_status(answer.status_statement, found.partner, number,
+                reported = self.answers.status(answer.status_statement, found.partner, number,
                                               document)
-                expected = self._verified(number, reported, answer.status_statement, found,
+                expected = self.answers.verified(number, reported, answer.status_statement, found,
                                           self._gateway_of(found.partner), document)
                 if answer != expected:
                     raise Unavailable(f"the answer about {number} is not what {found.partner}"
@@ -422,19 +395,9 @@ class CertificateService:
                                  request.SerializeToString())
         statement = self._decode(cpb.CertificateStatusResponse, raw, found.partner
                                  ).status_statement
-        reported = self._check_status(statement, found.partner, number, document)
-        return self._verified(number, reported, statement, found, self.self_id,
+        reported = self.answers.status(statement, found.partner, number, document)
+        return self.answers.verified(number, reported, statement, found, self.self_id,
                               document).SerializeToString()
-
-    def _verified(self, number: str, reported: Status, statement: str, found: Found,
-                  gateway: str, document: Document | None) -> cpb.VerifyCertificateResponse:
-        out = cpb.VerifyCertificateResponse(
-            number=number, status=STATUSES[reported], status_statement=statement,
-            found_at=found_message(found, gateway))
-        if document is not None:
-            opened = report(document, self._keys, now=self._clock.now(), status=statement)
-            out.metadata.CopyFrom(metadata_message(opened.metadata))
-        return out
 
     async def _identity(self, ask: Ask) -> bytes:
         req: cpb.VerifyIdentityRequest = ask.request
@@ -448,7 +411,7 @@ class CertificateService:
             raise InvalidArgument(exc.message, field="name") from None
         item = item_of(req.purpose_item)
         cert_type = self.config.certificates.identity_type
-        self._note(ask, holder, cert_type, item)
+        self._begin(ask, holder, cert_type, item)
         self._authorized(req.authorization, holder, item, ask.consumer, cert_type)
         found = self._issuer(ask, cert_type, self._home(holder))
         try:
@@ -494,7 +457,7 @@ class CertificateService:
         if not self._local(found.partner):
             raw = await self._relay(ask, found)
             return list(self._decode(cpb.ListCertificateUsesResponse, raw, found.partner).uses)
-        rows = await self.store.uses_of(self._holder_key(holder),
+        rows = await self.store.uses_of(self.log.holder_key(holder),
                                         issuers=frozenset({found.partner}), since=since,
                                         limit=MAX_USES)
         return [cpb.CertificateUse(use_id=u.use_id, at=u.at, method=u.method,
@@ -517,12 +480,12 @@ class CertificateService:
         where = found_message(found, self.self_id)
         out = []
         for entry in issued:
-            document = self._document(entry.document, entry.status_statement, found.partner)
+            document = self.answers.document(entry.document, entry.status_statement, found.partner)
             certificate = cpb.Certificate(
                 metadata=metadata_message(document.metadata), document=entry.document,
                 status_statement=entry.status_statement, found_at=where,
                 file=entry.file if with_file else b"")
-            self._check_certificate(certificate, found, holder, types, certificate_id,
+            self.answers.certificate(certificate, found, holder, types, certificate_id,
                                     document)
             out.append(certificate)
         return out
@@ -552,89 +515,18 @@ class CertificateService:
             else:
                 answer = self._decode(cpb.LookupCertificateResponse, raw, found.partner)
                 answer.ClearField("certificate")  # a claim's answer says yes or no, no more
-        checked = self._check_answer(answer.claim_answer.token, found.partner, ask.consumer,
+        checked = self.answers.claim_answer(answer.claim_answer.token, found.partner, ask.consumer,
                                      claim, cert_type, certificate_id)
         answer.claim_answer.answer = checked.answer
         answer.claim_answer.number = checked.number
         return answer
 
-    def _check_answer(self, token: str, issuer: str, consumer: str,
-                      asked: cpb.CertificateClaim, cert_type: str,
-                      certificate_id: str) -> claim_rules.Answer:
-        try:
-            got = claim_rules.verify_answer(token, self._keys, consumer=consumer,
-                                            now=self._clock.now())
-        except GatewayError as exc:
-            raise Unavailable(f"{issuer}'s claim answer does not verify: {exc.message}"
-                              ) from None
-        number = parse(got.number, field="number")
-        if (got.iss != issuer or number.type_code != cert_type
-                or (certificate_id and got.number != certificate_id)
-                or claim_rules.to_json(got.claim) != claim_rules.to_json(claim_of(asked))):
-            raise Unavailable(f"{issuer}'s claim answer is not about what was asked")
-        return got
-
-    def _check_status(self, statement: str, issuer: str, number: str,
-                      document: Document | None) -> Status:
-        now = self._clock.now()
-        try:
-            status = verify_status(statement, self._keys, now=now)
-            if document is not None:
-                return report(document, self._keys, now=now, status=statement).metadata.status
-        except GatewayError as exc:
-            raise Unavailable(f"{issuer}'s status statement does not verify: {exc.message}"
-                              ) from None
-        if status.iss != issuer or status.number != number:
-            raise Unavailable(f"{issuer}'s status statement is not about {number}")
-        return status.status
-
-    def _document(self, token: str, status: str, issuer: str) -> Document:
-        """A document from an issuer's answer, with the issuer's statement of its status
-        now: an answer without one could pass off a revoked certificate as valid."""
-        if not status:
-            raise Unavailable(f"a certificate from {issuer} comes without its status "
-                              "statement")
-        now = self._clock.now()
-        try:
-            read = self.documents.read(token, self._keys, now)
-            return report(read, self._keys, now=now, status=status)
-        except GatewayError as exc:
-            raise Unavailable(f"a document from {issuer} does not verify: {exc.message}"
-                              ) from None
-
-    def _relayed(self, got: cpb.Certificate, found: Found, holder: Holder,
-                 types: Sequence[str], certificate_id: str) -> cpb.Certificate:
-        """A certificate another gateway passed on, checked, as this gateway passes it
-        on: only the fields the contract has, found_at exactly where it was sought."""
-        got.DiscardUnknownFields()
-        self._check_certificate(got, found, holder, types, certificate_id)
-        if got.found_at != found_message(found, self._gateway_of(found.partner)):
-            raise Unavailable(f"the answer from {found.partner} says it was found elsewhere")
-        return got
-
-    def _check_certificate(self, got: cpb.Certificate, found: Found, holder: Holder,
-                           types: Sequence[str], certificate_id: str,
-                           document: Document | None = None) -> None:
-        """What an issuer's answer must be, checked with its key alone: its document and
-        status statement (unless ``document`` is them, checked already), for this
-        holder, of an asked type, the one named if one was; the metadata beside it
-        exactly what the document says; the file its hash."""
-        if document is None:
-            document = self._document(got.document, got.status_statement, found.partner)
-        metadata = document.metadata
-        if document.iss != found.partner or got.found_at.partner != found.partner:
-            raise Unavailable(f"a certificate from {found.partner} is signed by {document.iss}")
-        if metadata.holder_ref != holder or metadata.type_code not in types \
-                or (certificate_id and metadata.number != certificate_id):
-            raise Unavailable(f"{found.partner} answered with a certificate that was not asked")
-        if got.metadata != metadata_message(metadata):
-            raise Unavailable(f"the metadata from {found.partner} is not what its document says")
-        if got.file and (len(got.file) != metadata.file.size
-                         or hashlib.sha256(got.file).hexdigest() != metadata.file.sha256):
-            raise Unavailable(f"the file from {found.partner} is not the one its "
-                                  "document names")
-
     # -- plumbing --------------------------------------------------------------------
+    def _begin(self, ask: Ask, holder: Holder | None, cert_type: str, item: str) -> None:
+        """The call's use rows from here on (its form is checked: it is a use)."""
+        ask.uses = self.log.begin(ask.method, ask.consumer, ask.statement, holder, cert_type,
+                                  item)
+
     def _identifier(self, text: str, cert_type: str) -> CertificateId:
         cid = parse(text, field="certificate_id")
         if cid.type_code != cert_type:
@@ -659,8 +551,7 @@ class CertificateService:
 
     def _issuer(self, ask: Ask, cert_type: str, division: str) -> Found:
         found = self.directory.issuer_for(cert_type, division)
-        if ask.uses and not ask.uses[0].issuer:  # a use that fails now is still theirs
-            ask.uses[0] = dataclasses.replace(ask.uses[0], issuer=found.partner)
+        ask.uses.issuer(found.partner)
         if ask.only and found.partner != ask.only:
             raise PermissionDenied(f"the consumer's gateway chose {ask.only}, the directory "
                                    f"here names {found.partner}", field="partner")
@@ -703,78 +594,6 @@ class CertificateService:
         except (DecodeError, RecursionError):
             raise Unavailable(f"{party} answered with something that is not a "
                               f"{cls.DESCRIPTOR.name}") from None
-
-    # -- accounting ------------------------------------------------------------------
-    def _holder_key(self, holder: Holder) -> str:
-        return holder_key(self._secret, holder.id_type.value, holder.number)
-
-    def _note(self, ask: Ask, holder: Holder | None, cert_type: str, item: str) -> None:
-        """What the use rows of this call will say (filled in as the call goes). A type or
-        item nobody configured is kept as "?" (they label metrics: a caller must not be
-        able to mint new series)."""
-        item = item if item in self.config.items or item == USES_ITEM else "?" if item else ""
-        cert_type = cert_type if cert_type in self._known_types else "?" if cert_type else ""
-        ask.uses = [CertificateUse(
-            use_id="", at=0.0, method=ask.method, consumer=ask.consumer, item=item,
-            cert_type=cert_type, number="", issuer="", outcome="",
-            holder_key=self._holder_key(holder) if holder else "", role="",
-            statement=ask.statement.SerializeToString())]
-
-    def _note_number(self, ask: Ask, number: str, cert_type: str = "",
-                     issuer: str = "") -> None:
-        if not ask.uses:
-            return
-        base = ask.uses[0]
-        row = dataclasses.replace(base, number=number, cert_type=cert_type or base.cert_type,
-                                  issuer=issuer or base.issuer)
-        if not base.number and len(ask.uses) == 1:
-            ask.uses[0] = row
-        else:
-            ask.uses.append(row)
-
-    async def _record(self, ask: Ask, outcome: str, detail: str = "") -> None:
-        """Keep the call's uses with its audit entry, in one transaction."""
-        if ask.method == "ListCertificateUses" or not ask.uses:
-            return
-        now = self._clock.now()
-        rows = []
-        for use in ask.uses:
-            if outcome != "OK":  # evidence of what was handed out; a refusal hands out
-                use = dataclasses.replace(use, statement=b"")  # nothing (and may be huge)
-            issuer = use.issuer or (ask.only or self._issuer_guess(use))
-            local = bool(issuer) and issuer in self.config.partners and self._local(issuer)
-            role = "both" if ask.first and local else "origin" if ask.first else "issuer"
-            if not ask.first and not local:
-                continue  # a gateway between: audited, not counted
-            rows.append(dataclasses.replace(use, use_id=new_ulid(), at=now, issuer=issuer,
-                                            outcome=outcome, role=role))
-        if not rows:
-            return
-        audit = ask.audit
-        entry = audit.entry if audit is not None else None
-        if entry is None:
-            return
-        if outcome != "OK":
-            entry = dataclasses.replace(entry, outcome=outcome, detail=detail)
-        try:
-            seq = await self.store.record_uses(rows, entry)
-        except GatewayError as exc:
-            raise Unavailable(f"the use could not be recorded: {exc.message}") from None
-        if audit is not None:
-            audit.seq = seq
-        if self._on_uses is not None:
-            self._on_uses(rows)
-
-    def _issuer_guess(self, use: CertificateUse) -> str:
-        """The issuer of a use that failed before one answered: the one the directory
-        names for its type and holder, if the call got that far."""
-        if use.number:
-            try:
-                cid = parse(use.number)
-                return self.directory.issuer_for(cid.type_code, cid.issuer_division).partner
-            except GatewayError:
-                return ""
-        return ""
 
 
 class _NotAnswered(Unavailable):
