@@ -4,6 +4,11 @@ sent and judged against every property, the store read for what a refusal may no
 The federation runs on an event loop of its own in a background thread, so hypothesis
 drives it from plain synchronous tests and the gateways keep serving between examples.
 Its platforms are in manual mode: nothing moves unless a request moves it.
+
+Certificate calls carry time-bound tokens inside their bodies (the holder's
+authorization, and in a forward the consumer's signed request): each seed's is swapped,
+when sent, for a fresh one of the same length (Live.now_ids), so the bytes a mutation
+left intact stay valid however long the run.
 """
 
 from __future__ import annotations
@@ -18,22 +23,26 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from adapters.issuer_seed import COMPANY, DEMO_CERTIFICATES, DEMO_HOLDERS, ZHANG_SAN, DemoHolder
 from gateway.cases import State
+from gateway.certificates.authorization import authorize
 from gateway.demo import GATEWAYS
 from gateway.ids import new_ulid
 from gateway.lifecycle import timestamp
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import HEADER, SigningKey, load_private_key, sign
 from tests import fuzz_values as values
@@ -49,13 +58,20 @@ FORBIDDEN = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN,
                        grpc.StatusCode.DEADLINE_EXCEEDED})
 GATEWAY = "320100-gw"  # the gateway under test
 SERVICE = "/tongban.v1.Gateway/"
+CERTIFICATE_METHODS = values.CERTIFICATE_METHODS
 METHODS = ("SubmitCase", "GetCase", "UpdateCase", "CancelCase", "RateCase", "SubmitBundle",
-           "GetBundle", "ListItems", "ForwardCase", "WatchCase", "Subscribe")
-REQUESTS: dict[str, type[Any]] = {m: getattr(gw, f"{m}Request") for m in METHODS}
+           "GetBundle", "ListItems", "ForwardCase", "WatchCase", "Subscribe",
+           *CERTIFICATE_METHODS)
+REQUESTS: dict[str, type[Any]] = {m: getattr(gw, f"{m}Request", None)
+                                  or getattr(cpb, f"{m}Request") for m in METHODS}
 STREAMS = frozenset({"WatchCase", "Subscribe"})
 # who may call what at 320100-gw: its partners, its linked peer, its supervisor
-SIGNERS = {"ForwardCase": ("320000-gw",), "Subscribe": ("320100-jc",)}
+SIGNERS = {"ForwardCase": ("320000-gw",), "Subscribe": ("320100-jc",),
+           "ForwardCertificateCall": ("320000-gw",)}
 PARTNERS = ("320105", "320100")
+CONSUMER = "320105"  # 建邺 asks its own gateway, 320100-gw, for certificates
+FAR_CONSUMER = "310115"  # 浦东 at 310000-gw: its calls reach 320100-gw through 320000-gw
+FAR_PATH = ("310000-gw", "320000-gw")
 # role -> (target division, item) of the cases requests aim at; see _fresh for their state
 ROLES = {"remote": ("310115", "shebao-zy"),  # two hops away, at 上海
          "local": ("320100", "jdc-wf"),  # 320100 sits at the same gateway: the target side
@@ -74,6 +90,21 @@ MATERIAL = pb.MaterialRef(name="居民身份证", sha256="ab" * 32, size_bytes=1
 def key_of(party: str) -> SigningKey:
     return load_private_key((ROOT / "demo-keys" / f"{party}.pem").read_bytes(),
                             kid=f"{party}#k1")
+
+
+def number_of(holder: DemoHolder, type_code: str) -> str:
+    """The identifier of a demo certificate (adapters/issuer_seed.py)."""
+    return next(c.number for c in DEMO_CERTIFICATES
+                if c.holder == holder and c.type_code == type_code)
+
+
+def same_length(old: bytes, new: str) -> bytes:
+    """A fresh token in place of a seed's: the same length, so that every length prefix
+    around it in the body stays right (the claims keep their sizes: ten-digit times,
+    fixed-size jti and digests)."""
+    fresh = new.encode()
+    assert len(fresh) == len(old), (len(fresh), len(old))
+    return fresh
 
 
 @dataclass
@@ -147,6 +178,11 @@ class Live:
     bundle_ids: list[str] = field(default_factory=list)
     keys: dict[str, SigningKey] = field(default_factory=dict)
     generated: dict[str, st.SearchStrategy[tuple[str, bytes]]] = field(default_factory=dict)
+    # seed token -> how to make a fresh one now (holder authorizations), or one over the
+    # request bytes a statement carries now (the consumer's signed request in a forward)
+    authorizations: dict[str, Callable[[float], str]] = field(default_factory=dict)
+    statements: dict[str, Callable[[bytes, float], str]] = field(default_factory=dict)
+    certs: values.Certs = field(default_factory=values.Certs)
     bugs: Bugs = field(default_factory=Bugs)
     _fed: Federation | None = None
     _stack: contextlib.AsyncExitStack | None = None
@@ -177,7 +213,8 @@ class Live:
         # a reader of its own sees committed rows only, as any later request would
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
                                    check_same_thread=False)
-        self.keys = {p: key_of(p) for p in (*PARTNERS, "320000-gw", "320100-jc")}
+        self.keys = {p: key_of(p) for p in (*PARTNERS, "320000-gw", "320100-jc",
+                                            FAR_CONSUMER)}
 
     async def _start(self) -> None:
         self._stack = contextlib.AsyncExitStack()
@@ -191,6 +228,7 @@ class Live:
             federation(self.tmp, auto="manual", text=text))
         self._channel = grpc.aio.insecure_channel(self.fed.apps[GATEWAY].config.me.grpc)
         await self._cases()
+        await self._certificates()
 
     def stop(self) -> None:
         logging.getLogger("tongban").removeHandler(self.bugs)
@@ -249,11 +287,36 @@ class Live:
                 self.current[role] = self.run(self._case(role))
 
     def now_ids(self, body: bytes) -> bytes:
-        """body with each role's first case id replaced by the role's current one (ULIDs
-        all have 26 characters, so the message structure stays as it was)."""
+        """body as it is sent now: each role's first case id replaced by the role's
+        current one (ULIDs all have 26 characters, so the message structure stays as it
+        was), each seed's holder authorization by a fresh one and each seed's statement
+        signed again, now, over the request it carries (both the same length)."""
         for role, first in self.first.items():
             body = body.replace(first.encode(), self.current[role].encode())
+        now = time.time()
+        for seed, mint in self.authorizations.items():
+            old = seed.encode()
+            if old in body:
+                body = body.replace(old, same_length(old, mint(now)))
+        if any(seed.encode() in body for seed in self.statements):
+            body = self._restated(body, now)
         return body
+
+    def _restated(self, body: bytes, now: float) -> bytes:
+        """A forward whose statement still has its seed's token, that token replaced by
+        the consumer's signature, now, over the request the statement carries (mutated
+        or not): the statement checks pass and what it carries is judged. A body that
+        does not parse is refused before any statement is read: left as it is."""
+        try:
+            request = cpb.ForwardCertificateCallRequest.FromString(body)
+        except (DecodeError, RecursionError):
+            return body
+        seed = request.statement.token
+        mint = self.statements.get(seed)
+        if mint is None:
+            return body
+        old = seed.encode()
+        return body.replace(old, same_length(old, mint(request.statement.request, now)))
 
     async def _cases(self) -> None:
         """Cases in several states, made through the front door, and one valid request
@@ -334,6 +397,120 @@ class Live:
             "Subscribe": [("320100-jc", gw.SubscribeRequest(after=0))],
         }
         self.bases = {m: [(s, r.SerializeToString()) for s, r in b] for m, b in bases.items()}
+
+    # -- the certificate calls' seeds -------------------------------------------------
+    def _authorization(self, holder: DemoHolder, item: str, consumer: str = CONSUMER) -> str:
+        """A holder authorization the consumer itself signs (where the holder
+        authenticated), kept fresh whenever a body carrying it is sent."""
+        key = key_of(consumer)
+
+        def mint(now: float) -> str:
+            return authorize(key, holder=holder.holder, item=item, consumer=consumer, now=now)
+
+        token = mint(time.time())
+        self.authorizations[token] = mint
+        return token
+
+    def _statement(self, method: str, request: Message) -> pb.Statement:
+        """浦东's own signed request, as its gateway forwards it; signed again, when sent,
+        over the request bytes it then carries."""
+        key = key_of(FAR_CONSUMER)
+
+        def mint(body: bytes, now: float) -> str:
+            return sign(key, iss=FAR_CONSUMER, aud=FAR_PATH[0], method=SERVICE + method,
+                        body=body, now=now)[0]
+
+        body = request.SerializeToString()
+        token = mint(body, time.time())
+        self.statements[token] = mint
+        return pb.Statement(request=body, token=token)
+
+    async def _certificates(self) -> None:
+        """Seeds of the certificate calls: 建邺 (320105) asking its own gateway about the
+        demo holders' certificates (issued here, one gateway away, two), and 浦东's calls
+        for an issuer here as 320000-gw forwards them."""
+        zhang, company = ZHANG_SAN.message(), COMPANY.message()
+        authz = self._authorization
+        found = await self.fed.client(CONSUMER).lookup_certificate(
+            holder=zhang, cert_type="301", purpose_item="bdc-dy",
+            certificate_id=number_of(ZHANG_SAN, "301"),
+            authorization=authorize(key_of(CONSUMER), holder=ZHANG_SAN.holder, item="bdc-dy",
+                                    consumer=CONSUMER, now=time.time()))
+        married = found.certificate.document  # issued by 310000, two gateways away
+
+        def forward(method: str, request: Message) -> tuple[str, Message]:
+            return ("320000-gw", cpb.ForwardCertificateCallRequest(
+                statement=self._statement(method, request), path=FAR_PATH, partner="320105"))
+
+        far = {item: authz(ZHANG_SAN, item, FAR_CONSUMER) for item in ("bdc-dy", "tongban:uses")}
+        bases: dict[str, list[tuple[str, Any]]] = {
+            "LookupCertificate": [
+                (CONSUMER, cpb.LookupCertificateRequest(  # issued here
+                    holder=zhang, cert_type="401", purpose_item="bdc-dy",
+                    authorization=authz(ZHANG_SAN, "bdc-dy"))),
+                (CONSUMER, cpb.LookupCertificateRequest(  # routed by its issuer code: 上海
+                    holder=zhang, cert_type="301", purpose_item="bdc-dy",
+                    authorization=authz(ZHANG_SAN, "bdc-dy"),
+                    certificate_id=number_of(ZHANG_SAN, "301"))),
+                (CONSUMER, cpb.LookupCertificateRequest(
+                    holder=company, cert_type="201", purpose_item="yyzz-bg",
+                    authorization=authz(COMPANY, "yyzz-bg"),
+                    claim=cpb.CertificateClaim(name="at_least", field="registered_capital",
+                                               value=1_000_000))),
+                (CONSUMER, cpb.LookupCertificateRequest(
+                    holder=zhang, cert_type="111", purpose_item="shebao-zy",
+                    authorization=authz(ZHANG_SAN, "shebao-zy"),
+                    claim=cpb.CertificateClaim(name="age_at_least", years=18,
+                                               on="2026-01-01"))),
+                (CONSUMER, cpb.LookupCertificateRequest(  # the file through one relay
+                    holder=zhang, cert_type="111", purpose_item="shebao-zy",
+                    authorization=authz(ZHANG_SAN, "shebao-zy"), with_file=True)),
+                (CONSUMER, cpb.LookupCertificateRequest(
+                    holder=zhang, cert_type="401", purpose_item="gjj-tq",
+                    authorization=authz(ZHANG_SAN, "gjj-tq"),
+                    certificate_id=number_of(ZHANG_SAN, "401"), with_file=True))],
+            "ListCertificates": [
+                (CONSUMER, cpb.ListCertificatesRequest(  # here, 320000-gw and 310000-gw
+                    holder=zhang, purpose_item="bdc-dy", authorization=authz(ZHANG_SAN,
+                                                                             "bdc-dy"))),
+                (CONSUMER, cpb.ListCertificatesRequest(
+                    holder=company, purpose_item="yyzz-bg", cert_types=["201", "202"],
+                    authorization=authz(COMPANY, "yyzz-bg")))],
+            "VerifyCertificate": [
+                (CONSUMER, cpb.VerifyCertificateRequest(
+                    certificate_id=number_of(ZHANG_SAN, "401"))),
+                (CONSUMER, cpb.VerifyCertificateRequest(document=married))],
+            "VerifyIdentity": [
+                (CONSUMER, cpb.VerifyIdentityRequest(
+                    holder=zhang, name="张三", purpose_item="bdc-dy",
+                    authorization=authz(ZHANG_SAN, "bdc-dy")))],
+            "ListCertificateUses": [
+                (CONSUMER, cpb.ListCertificateUsesRequest(
+                    holder=zhang, authorization=authz(ZHANG_SAN, "tongban:uses")))],
+            "ForwardCertificateCall": [
+                forward("LookupCertificate", cpb.LookupCertificateRequest(
+                    holder=zhang, cert_type="401", purpose_item="bdc-dy",
+                    authorization=far["bdc-dy"])),
+                forward("LookupCertificate", cpb.LookupCertificateRequest(
+                    holder=zhang, cert_type="401", purpose_item="bdc-dy",
+                    authorization=far["bdc-dy"],
+                    claim=cpb.CertificateClaim(name="valid_on", on="2026-06-01"))),
+                forward("ListCertificates", cpb.ListCertificatesRequest(
+                    holder=zhang, purpose_item="bdc-dy", authorization=far["bdc-dy"])),
+                forward("VerifyCertificate", cpb.VerifyCertificateRequest(
+                    certificate_id=number_of(ZHANG_SAN, "401"))),
+                forward("ListCertificateUses", cpb.ListCertificateUsesRequest(
+                    holder=zhang, authorization=far["tongban:uses"]))],
+        }
+        self.bases |= {m: [(s, r.SerializeToString()) for s, r in b] for m, b in bases.items()}
+        self.certs = values.Certs(
+            holders=[h.number for h in DEMO_HOLDERS],
+            numbers=[c.number for c in DEMO_CERTIFICATES],
+            documents=[married], authorizations=list(self.authorizations),
+            odd_authorizations=values.authorizations(
+                key_of(CONSUMER), sbt=ZHANG_SAN.id_type.value, sub=ZHANG_SAN.number,
+                item="bdc-dy", consumer=CONSUMER),
+            statements=[r.statement for _, r in bases["ForwardCertificateCall"]])
 
     # -- one request and its properties -------------------------------------------------
     def token(self, signer: str, method: str, body: bytes) -> str:

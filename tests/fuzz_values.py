@@ -7,15 +7,21 @@ combining marks, full-width digits, 4-byte emoji and sheer length.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import strategies as st
 
+from gateway.certificates.authorization import TYP as AUTHZ_TYP
+from gateway.certificates.documents import canonical
 from gateway.pb.tongban.v1 import case_pb2 as pb
+from gateway.pb.tongban.v1 import certificate_pb2 as cpb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.signing import TYP, SigningKey, b64url, claims_for
 from tests import fuzz_wire as wire
@@ -150,9 +156,11 @@ def updates(known: Sequence[str]) -> st.SearchStrategy[pb.CaseUpdate]:
         rectification_report=texts())
 
 
-def requests(method: str, known_cases: Sequence[str],
-             known_bundles: Sequence[str]) -> st.SearchStrategy[Any]:
+def requests(method: str, known_cases: Sequence[str], known_bundles: Sequence[str],
+             certs: Certs | None = None) -> st.SearchStrategy[Any]:
     """Whole request messages for one Gateway method, every field odd now and then."""
+    if method in CERTIFICATE_METHODS:
+        return certificate_requests(method, certs or Certs())
     case_ids = ids(known_cases)
     builders: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
         "SubmitCase": lambda: submits,
@@ -363,12 +371,18 @@ def _odd_value(fd: Any) -> st.SearchStrategy[Any]:
         return st.lists(timestamps, min_size=1, max_size=2) if fd.is_repeated else timestamps
     if nested is not None:
         return st.lists(REPEATED_MESSAGES[nested.full_name], max_size=3)
+    single: st.SearchStrategy[Any]
     if fd.enum_type is not None:
         single = enums([v.number for v in fd.enum_type.values])
     elif fd.type == fd.TYPE_STRING:
         single = texts()
     elif fd.type == fd.TYPE_BOOL:
         single = st.booleans()
+    elif fd.type == fd.TYPE_BYTES:
+        single = st.one_of(st.binary(max_size=64), wire.raw_fields(3).map(
+            lambda fs: b"".join(f.encode() for f in fs)))
+    elif fd.type in (fd.TYPE_DOUBLE, fd.TYPE_FLOAT):
+        single = doubles
     elif fd.type in (fd.TYPE_INT64, fd.TYPE_SINT64, fd.TYPE_SFIXED64):
         single = int64s
     else:
@@ -376,15 +390,23 @@ def _odd_value(fd: Any) -> st.SearchStrategy[Any]:
     return st.lists(single, max_size=4) if fd.is_repeated else single
 
 
-def one_field(base: Message) -> st.SearchStrategy[Message]:
+Near = Mapping[str, st.SearchStrategy[Any]]  # field full name -> plausible other values
+
+
+def one_field(base: Message, near: Near | None = None) -> st.SearchStrategy[Message]:
     """base, a valid request, with one field (nested ones too) set to an odd value of its
-    type: the rest stays valid, so the checks up to that field pass."""
+    type, or to a plausible other one where `near` names the field (another holder, a
+    certificate of another type): the rest stays valid, so the checks up to that field
+    pass, and a value that passes them too goes on to the checks behind it."""
     paths = field_paths(base.DESCRIPTOR)
+    near = near or {}
 
     @st.composite
     def build(draw: st.DrawFn) -> Message:
         path = draw(st.sampled_from(paths))
-        value = draw(_odd_value(path[-1]))
+        odd = _odd_value(path[-1])
+        plausible = near.get(path[-1].full_name)
+        value = draw(odd if plausible is None else st.one_of(plausible, odd))
         out = type(base)()
         out.CopyFrom(base)
         holder = out
@@ -404,3 +426,245 @@ def one_field(base: Message) -> st.SearchStrategy[Message]:
         return out
 
     return build()
+
+
+# -- certificates -----------------------------------------------------------------------
+CERTIFICATE_METHODS = ("LookupCertificate", "ListCertificates", "VerifyCertificate",
+                       "VerifyIdentity", "ListCertificateUses", "ForwardCertificateCall")
+CERT_TYPES = ("111", "113", "201", "202", "301", "401", "501", "601", "999", "0", "00401",
+              "12345678", "123456789", "")
+CERT_ITEMS = (*ITEMS, "bdc-dy", "tongban:uses", "TONGBAN:USES", "tongban:uses\n")
+CLAIM_NAMES = ("valid_on", "name_is", "at_least", "age_at_least", "", "VALID_ON", "valid_on ")
+DATES = ("2026-01-01", "2024-02-29", "2023-02-29", "0001-01-01", "9999-12-31", "2026-13-01",
+         "20260101", "２０２６-01-01", "2026-1-1", "-2026-01-01", "2026-01-01T00:00:00Z", "")
+doubles = st.one_of(st.sampled_from((0.0, -0.0, 1.0, -1.0, 1e308, -1e308, 2.0**63,
+                                     float("inf"), float("-inf"), float("nan"),
+                                     5e-324, 1_767_225_600.5)),
+                    st.floats())
+
+
+@dataclass(frozen=True)
+class Certs:
+    """What the running federation holds for certificate requests: the demo holders'
+    numbers, identifiers and documents, and the seeds' holder authorizations and
+    statements (the harness swaps those for fresh ones of the same length when sent)."""
+
+    holders: Sequence[str] = ()
+    numbers: Sequence[str] = ()
+    documents: Sequence[str] = ()
+    authorizations: Sequence[str] = ()
+    odd_authorizations: st.SearchStrategy[str] = field(default_factory=st.nothing)
+    statements: Sequence[pb.Statement] = ()
+
+    def near(self) -> Near:
+        """Plausible other values of the certificate requests' fields, for one_field:
+        a valid value of the wrong kind gets past the form checks to the authorization,
+        the purpose binding, the directory and the issuer."""
+        statements = list(self.statements)
+        cert_ids = st.sampled_from(list(self.numbers) or [""])
+        by_name: dict[str, st.SearchStrategy[Any]] = {
+            # mostly really signed and wrong in one way; or a seed's of another holder/item
+            "authorization": st.one_of(self.odd_authorizations, self.odd_authorizations,
+                                       st.sampled_from(list(self.authorizations) or [""])),
+            "certificate_id": cert_ids,
+            "cert_type": st.sampled_from(CERT_TYPES[:8]),
+            "cert_types": st.lists(st.sampled_from(CERT_TYPES[:8]), max_size=4),
+            "purpose_item": st.sampled_from(CERT_ITEMS),
+            "document": st.sampled_from(list(self.documents) or [""]),
+            "partner": st.sampled_from(PARTIES),
+            "path": st.lists(st.sampled_from(("310000-gw", "320000-gw", "320100-gw",
+                                              "310115", "")), max_size=4),
+            "since": st.sampled_from((1.0, 1e10, -1.0)),
+        }
+        out: dict[str, st.SearchStrategy[Any]] = {
+            "tongban.v1.Holder.number": st.sampled_from(list(self.holders) or [RESIDENT_ID]),
+            "tongban.v1.Holder.id_type": st.sampled_from(list(pb.IdType.values())),
+            "tongban.v1.CertificateClaim.name": st.sampled_from(CLAIM_NAMES[:4]),
+            "tongban.v1.CertificateClaim.on": st.sampled_from(DATES),
+            "tongban.v1.CertificateClaim.field": st.sampled_from(("registered_capital",
+                                                                  "area_m2")),
+            "tongban.v1.VerifyIdentityRequest.name": st.sampled_from(("张三", "李四", "张 三",
+                                                                      "張三", "ZHANG San")),
+            # another seed's token: the statement is signed again for that seed's method
+            "tongban.v1.Statement.token": st.sampled_from([s.token for s in statements]
+                                                          or [""]),
+        }
+        for name in CERTIFICATE_METHODS:
+            for fd in getattr(cpb, f"{name}Request").DESCRIPTOR.fields:
+                if fd.name in by_name:
+                    out[fd.full_name] = by_name[fd.name]
+        return out
+
+
+def cert_holders(known: Sequence[str]) -> st.SearchStrategy[cpb.Holder]:
+    numbers = st.one_of(st.sampled_from((*known, RESIDENT_ID, CREDIT_CODE)), texts(),
+                        st.sampled_from((*known, CREDIT_CODE)).map(str.lower),
+                        st.sampled_from((*known, RESIDENT_ID)).map(lambda n: n[:-1]),
+                        st.sampled_from((*known, RESIDENT_ID)).map(lambda n: n + "0"))
+    return _message(cpb.Holder, id_type=enums(pb.IdType.values()), number=numbers)
+
+
+cert_types = st.one_of(st.sampled_from(CERT_TYPES), texts(long=False),
+                       st.from_regex(r"[0-9]{1,12}", fullmatch=True))
+cert_items = st.one_of(st.sampled_from(CERT_ITEMS), texts())
+cert_claims = _message(
+    cpb.CertificateClaim, name=st.one_of(st.sampled_from(CLAIM_NAMES), texts(long=False)),
+    on=st.one_of(st.sampled_from(DATES), texts(long=False)), text=texts(),
+    field=st.one_of(st.sampled_from(("registered_capital", "area_m2", "", "__class__")),
+                    texts(long=False)),
+    value=int64s, years=int32s)
+
+
+def _authorizations(certs: Certs) -> st.SearchStrategy[str]:
+    """A seed's authorization (fresh when sent), one wrong in one way, or any text."""
+    known = list(certs.authorizations)
+    return st.one_of(*(st.sampled_from(known) for _ in range(3) if known),
+                     certs.odd_authorizations, texts(long=False), PRINTABLE)
+
+
+def certificate_requests(method: str, certs: Certs) -> st.SearchStrategy[Any]:
+    """Whole certificate request messages, every field odd now and then."""
+    holders = cert_holders(certs.holders)
+    authz = _authorizations(certs)
+    numbers = ids(certs.numbers)
+    documents = st.one_of(st.sampled_from(list(certs.documents) or [""]), texts(long=False),
+                          PRINTABLE, st.sampled_from(list(certs.documents) or ["a.b.c"]).map(
+                              lambda d: d.replace(".", "..", 1)))
+    builders: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
+        "LookupCertificate": lambda: _message(
+            cpb.LookupCertificateRequest, holder=holders, cert_type=cert_types,
+            purpose_item=cert_items, authorization=authz, certificate_id=numbers,
+            claim=cert_claims, with_file=st.booleans()),
+        "ListCertificates": lambda: _message(
+            cpb.ListCertificatesRequest, holder=holders, purpose_item=cert_items,
+            authorization=authz, cert_types=st.one_of(
+                st.lists(cert_types, max_size=4),
+                st.integers(30, 40).map(lambda n: [CERT_TYPES[i % 8] for i in range(n)]))),
+        "VerifyCertificate": lambda: _message(
+            cpb.VerifyCertificateRequest, certificate_id=numbers, document=documents),
+        "VerifyIdentity": lambda: _message(
+            cpb.VerifyIdentityRequest, holder=holders,
+            name=st.one_of(st.sampled_from(("张三", "张 三", "張三", "李四")), texts()),
+            purpose_item=cert_items, authorization=authz),
+        "ListCertificateUses": lambda: _message(
+            cpb.ListCertificateUsesRequest, holder=holders, authorization=authz,
+            since=doubles),
+        "ForwardCertificateCall": lambda: _message(
+            cpb.ForwardCertificateCallRequest, statement=_statements(certs),
+            path=st.lists(st.one_of(st.sampled_from(PARTIES), texts()), max_size=5),
+            partner=st.one_of(st.sampled_from(PARTIES), texts())),
+    }
+    return builders[method]()
+
+
+def _statements(certs: Certs) -> st.SearchStrategy[pb.Statement]:
+    """A seed's statement, its request swapped for another (the harness signs it again
+    for what it carries when it still has the seed's token), or an odd one."""
+    seeds = list(certs.statements)
+    if not seeds:
+        return _message(pb.Statement, request=st.binary(max_size=64), token=PRINTABLE)
+    other = st.one_of(st.binary(max_size=64), st.sampled_from(seeds).map(
+        lambda s: s.request), wire.raw_fields(3).map(lambda fs: b"".join(f.encode()
+                                                                        for f in fs)))
+    return st.one_of(st.sampled_from(seeds), st.builds(
+        lambda s, request: pb.Statement(request=request, token=s.token),
+        st.sampled_from(seeds), other),
+        _message(pb.Statement, request=other, token=st.one_of(
+            st.sampled_from([s.token for s in seeds]), PRINTABLE)))
+
+
+def statement_method(statement: pb.Statement) -> str:
+    """The method a statement's token was made for (its mth claim, not verified)."""
+    payload = statement.token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["mth"]).rsplit("/", 1)[-1]
+
+
+def nested_one_field(base: cpb.ForwardCertificateCallRequest, request_cls: type[Message],
+                     near: Near | None = None) -> st.SearchStrategy[bytes]:
+    """base, a valid forward, with one field of the consumer's request inside its
+    statement odd (the harness signs the statement again for it): the checks of the
+    statement pass and the request reaches the checks a forwarded call gets."""
+    inner = request_cls.FromString(base.statement.request)
+
+    def rebuild(request: Message) -> bytes:
+        out = cpb.ForwardCertificateCallRequest()
+        out.CopyFrom(base)
+        out.statement.request = request.SerializeToString()
+        return out.SerializeToString()
+
+    return one_field(inner, near).map(rebuild)
+
+
+@st.composite
+def odd_statements(draw: st.DrawFn, base: cpb.ForwardCertificateCallRequest,
+                   key: SigningKey, *, iss: str, aud: str,
+                   fresh: Callable[[bytes], bytes]) -> bytes:
+    """base, a valid forward, its statement's token wrong in one way, most really signed
+    by the consumer over the request the statement carries (made fresh first, so what
+    is odd is the token alone): the statement checks every gateway on the way makes."""
+    out = cpb.ForwardCertificateCallRequest()
+    out.CopyFrom(base)
+    request = fresh(base.statement.request)
+    out.statement.request = request
+    out.statement.token = draw(tokens(key, iss=iss, aud=aud, body=request, now=time.time(),
+                                      method="/tongban.v1.Gateway/"
+                                      + statement_method(base.statement)))
+    return out.SerializeToString()
+
+
+@st.composite
+def authorizations(draw: st.DrawFn, key: SigningKey, *, sbt: str, sub: str, item: str,
+                   consumer: str) -> str:
+    """A holder authorization (docs/certificates.md, Holder authorization) wrong in one
+    way, most really signed by the authorizing platform's key so that the checks behind
+    the signature are reached; made at the time it is drawn, like a platform would."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": key.kid.split("#", 1)[0], "aud": consumer, "iat": now, "exp": now + 300,
+        "jti": b64url(draw(st.binary(min_size=16, max_size=16))), "sbt": sbt, "sub": sub,
+        "itm": item}
+    kind = draw(st.sampled_from(("claim", "claim", "claim", "payload", "header", "text",
+                                 "mutated")))
+    if kind == "claim":
+        name = draw(st.sampled_from(("iss", "aud", "iat", "exp", "jti", "sbt", "sub", "itm",
+                                     "cts", "extra", "drop")))
+        if name in ("iat", "exp"):
+            claims[name] = draw(st.one_of(
+                st.sampled_from((10**30, -(10**30), 2**63, 0, -1, 1.5, float(now), True, "1",
+                                 None)),
+                st.integers(-(10**4), 10**4).map(lambda d: now + d), JSON_ANY))
+        elif name == "cts":
+            claims["cts"] = draw(st.one_of(
+                st.lists(st.sampled_from(CERT_TYPES), max_size=4),
+                st.lists(cert_types, max_size=40), st.just(["401", "401"]), JSON_ANY))
+        elif name == "sbt":
+            claims["sbt"] = draw(st.one_of(st.sampled_from(
+                ("resident", "uscc", "passport", "other", "RESIDENT", "")), JSON_ANY))
+        elif name == "extra":
+            claims[draw(texts(long=False))] = draw(JSON_ANY)
+        elif name == "drop":
+            del claims[draw(st.sampled_from(sorted(claims)))]
+        else:
+            claims[name] = draw(st.one_of(JSON_ANY, texts(), st.sampled_from(PARTIES)))
+        return _signed(key, _header(key, typ=AUTHZ_TYP), canonical(claims))
+    good = canonical(claims)
+    if kind == "payload":
+        payload = draw(st.one_of(
+            st.binary(max_size=64), JSON_ANY.map(lambda v: json.dumps(v).encode()),
+            st.sampled_from((50, 1000, 3000)).flatmap(
+                lambda d: st.sampled_from(("[", "{\"a\":")).map(lambda o: _deep(d, o))),
+            st.just(good.replace(b"{", b"{\"sub\":\"x\",", 1)), st.just(good[:-1])))
+        return _signed(key, _header(key, typ=AUTHZ_TYP), payload)
+    if kind == "header":
+        changes: dict[str, Any] = {"typ": AUTHZ_TYP}
+        changes[draw(st.sampled_from(("alg", "kid", "typ", "crit")))] = draw(st.one_of(
+            JSON_ANY, st.sampled_from(("none", TYP, "tongban-cert+jwt", "tongban-claim+jwt",
+                                       "310115#k1", "320000-gw#k1", "320105#k9"))))
+        return _signed(key, _header(key, **changes), good)
+    if kind == "text":
+        return draw(st.one_of(PRINTABLE, texts(long=False)))
+    real = _signed(key, _header(key, typ=AUTHZ_TYP), good)
+    pos = draw(st.integers(0, len(real) - 1))
+    return real[:pos] + draw(st.sampled_from("A_-.= ")) + real[pos + 1:]
+

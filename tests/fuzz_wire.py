@@ -227,12 +227,68 @@ def byte_mutation(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(buf)
 
 
+Where = tuple[int, ...]  # indices of LEN fields, from the top level down
+
+
+def nested_messages(data: bytes, depth: int = 4) -> list[Where]:
+    """Where the LEN fields that hold messages of their own are, down to `depth` levels
+    (a string whose bytes happen to parse as a message counts too: harmless)."""
+    fields = split(data)
+    if not fields or depth == 0:
+        return []
+    out: list[Where] = []
+    for i, f in enumerate(fields):
+        if f.wire_type != LEN:
+            continue
+        payload = len_payload(f)
+        if split(payload):
+            out.append((i,))
+            out += [(i, *rest) for rest in nested_messages(payload, depth - 1)]
+    return out
+
+
+def replace_at(data: bytes, where: Where, payload: bytes) -> bytes:
+    """data with the LEN field at `where` holding payload; every length on the way to
+    it encoded again, so everything around it stays well formed."""
+    fields = split(data)
+    assert fields is not None
+    i, rest = where[0], where[1:]
+    inner = replace_at(len_payload(fields[i]), rest, payload) if rest else payload
+    fields[i] = length_delimited(fields[i].number, inner)
+    return b"".join(f.encode() for f in fields)
+
+
+def payload_at(data: bytes, where: Where) -> bytes:
+    fields = split(data)
+    assert fields is not None
+    payload = len_payload(fields[where[0]])
+    return payload_at(payload, where[1:]) if len(where) > 1 else payload
+
+
+@st.composite
+def nested_mutation(draw: st.DrawFn, data: bytes, places: Sequence[Where]) -> bytes:
+    """A message nested inside the request (a statement's request, its holder, a case's
+    applicant) changed where it sits, the levels above it intact: a mutation of the
+    outer bytes alone seldom gets that deep with the structure still parseable."""
+    where = draw(st.sampled_from(list(places)))
+    inner = payload_at(data, where)
+    fields = split(inner)
+    changed = draw(st.one_of(field_mutation(fields), byte_mutation(inner)) if fields
+                   else byte_mutation(inner))
+    return replace_at(data, where, changed)
+
+
 def mutated(data: bytes) -> st.SearchStrategy[bytes]:
-    """Bytes near a valid message: structural changes to its fields, or blind ones."""
+    """Bytes near a valid message: structural changes to its fields, to a message nested
+    in it, or blind ones."""
     fields = split(data)
     blind = byte_mutation(data)
     if fields is None:
         return blind
-    return st.one_of(field_mutation(fields), blind,
-                     st.builds(lambda extra, mid: b"".join(f.encode() for f in extra) + mid,
-                               raw_fields(), st.just(data)))
+    strategies = [field_mutation(fields), blind,
+                  st.builds(lambda extra, mid: b"".join(f.encode() for f in extra) + mid,
+                            raw_fields(), st.just(data))]
+    places = nested_messages(data)
+    if places:
+        strategies.append(nested_mutation(data, places))
+    return st.one_of(*strategies)

@@ -5,7 +5,11 @@ request moves it) runs for the whole module on an event loop in a background thr
 harness is tests/fuzz_live.py); hypothesis drives requests at 南京 320100-gw over real
 sockets. Bodies are mutated first
 and signed afterwards with a real demo key, so they pass authentication and reach the
-parser and the engine. Properties, for every request:
+parser and the engine. The certificate calls (docs/certificates.md) are fuzzed as 建邺
+(320105) makes them and as 320000-gw forwards 浦东's: the holder's authorization and
+the forwarded statement inside a body are made fresh when it is sent, so a mutation of
+the fields beside them (holder, claim, path) reaches the checks behind them.
+Properties, for every request:
 
 - the answer is never INTERNAL or UNKNOWN (INTERNAL means a bug, DESIGN §4), nor late;
 - a refusal changes nothing: the store's cases, bundles, timers, outbox rows ever
@@ -40,6 +44,9 @@ from hypothesis.errors import FlakyStrategyDefinition
 from tests import fuzz_values as values
 from tests import fuzz_wire as wire
 from tests.fuzz_live import (
+    CERTIFICATE_METHODS,
+    FAR_CONSUMER,
+    FAR_PATH,
     GATEWAY,
     METHODS,
     PARTNERS,
@@ -107,6 +114,29 @@ def test_every_seed_is_a_valid_request(live: Live) -> None:
     verdict(live, "seeds")
 
 
+def test_time_bound_tokens_in_the_seeds_are_made_fresh_when_sent(live: Live) -> None:
+    """A holder authorization lives 600 s at most and a forwarded statement once: each in
+    a seed is swapped, when sent, for a fresh one of the same length (nothing around it
+    moves), so the seeds stay valid however long the run; the same bytes twice are a
+    replay the gateway refuses."""
+    for method, seeds in live.bases.items():
+        for _, body in seeds:
+            sent = live.now_ids(body)
+            assert len(sent) == len(body), method
+            fields = [[f.name for f, _ in REQUESTS[method].FromString(b).ListFields()]
+                      for b in (body, sent)]
+            assert fields[0] == fields[1], method  # still well formed, the same fields
+            carries = any(t.encode() in body for t in (*live.authorizations, *live.statements))
+            assert (sent != body) is carries or method not in CERTIFICATE_METHODS, method
+    signer, body = live.bases["ForwardCertificateCall"][0]
+    sent = live.now_ids(body)
+    assert live.exchange("seeds", "ForwardCertificateCall", sent, signer=signer).code \
+        is grpc.StatusCode.OK
+    again = live.exchange("seeds", "ForwardCertificateCall", sent, signer=signer)
+    assert again.code is grpc.StatusCode.PERMISSION_DENIED and "replay" in again.details
+    verdict(live, "seeds")
+
+
 @fuzz_settings("mutated")
 @given(data=st.data())
 def mutated_bodies(live: Live, data: st.DataObject) -> None:
@@ -131,14 +161,25 @@ def generated_requests(live: Live, data: st.DataObject) -> None:
     """One example: a generated, blended or one-odd-field request, signed, sent."""
     method = data.draw(st.sampled_from(METHODS), label="method")
     if method not in live.generated:
-        donor = values.requests(method, live.case_ids, live.bundle_ids)
+        donor = values.requests(method, live.case_ids, live.bundle_ids, live.certs)
         seeds = [(s, REQUESTS[method].FromString(b)) for s, b in live.bases[method]]
+        near = live.certs.near()
         live.generated[method] = st.one_of(
             st.tuples(signers(method), values.with_unknown_fields(donor)),
             *(st.tuples(st.just(s), values.with_unknown_fields(values.blended(m, donor)))
               for s, m in seeds),
-            *(st.tuples(st.just(s), values.one_field(m).map(lambda m: m.SerializeToString()))
-              for s, m in seeds for _ in range(2)))  # one odd field: the likeliest to go deep
+            *(st.tuples(st.just(s), values.one_field(m, near).map(
+                lambda m: m.SerializeToString()))
+              for s, m in seeds for _ in range(2)),  # one odd field: the likeliest to go deep
+            # a forward whose consumer's request has one odd field (signed again when sent)
+            *(st.tuples(st.just(s), values.nested_one_field(m, REQUESTS[
+                values.statement_method(m.statement)], near))
+              for s, m in seeds if method == "ForwardCertificateCall" for _ in range(2)),
+            # a forward whose consumer's signature is wrong in one way
+            *(st.tuples(st.just(s), values.odd_statements(
+                m, live.keys[FAR_CONSUMER], iss=FAR_CONSUMER, aud=FAR_PATH[0],
+                fresh=live.now_ids))
+              for s, m in seeds if method == "ForwardCertificateCall"))
     signer, body = data.draw(live.generated[method], label="request")
     live.exchange("generated", method, body, signer=signer)
 
@@ -251,6 +292,6 @@ def test_the_budget_was_spent(live: Live) -> None:
         print(f"\nfuzz: {total} requests {live.requests}; gRPC answers p50 {cuts[49] * 1000:.1f} ms"
               f" p99 {cuts[98] * 1000:.1f} ms max {max(live.latencies) * 1000:.1f} ms")
         for (test, method, code), n in sorted(live.codes.items()):
-            print(f"  {test:9} {method:12} {code:20} {n}")
+            print(f"  {test:9} {method:22} {code:20} {n}")
     if set(SHARES) <= ran:
         assert total >= BUDGET * 0.95, live.requests
