@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from gateway.errors import DETAILS_LIMIT, clean
@@ -55,17 +54,15 @@ class PendingAudit:
     """The audit entry of the call being served, for the store to append in the same
     transaction as the call's own change (one commit, one fsync, instead of two).
 
-    The servicer sets it; the store's first successful write of the call appends it
-    (outcome OK, with that write's case id) and records the seq; a call whose change
-    was not written that way (a read, a duplicate, a refusal) is audited on its own.
+    The servicer makes it and hands it, as a parameter, through the job to the store
+    write that makes the call's change (``audit=`` of create_case, create_bundle,
+    update_case, and CertificateUseStore.record_uses); that write appends it (outcome
+    OK, with the write's case id) and records the seq. A call whose change was not
+    written that way (a read, a duplicate, a refusal) is audited on its own.
     """
 
     entry: AuditEntry
     seq: int | None = None
-
-
-PENDING_AUDIT: ContextVar[PendingAudit | None] = ContextVar("tongban_pending_audit",
-                                                            default=None)
 
 
 def chain_hash(seq: int, entry: AuditEntry, prev: str) -> str:

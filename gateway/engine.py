@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from gateway import evidence, lifecycle
 from gateway.admission import Admission
+from gateway.audit import PendingAudit
 from gateway.bundles import aggregate
 from gateway.cases import TRANSITIONS, Side, State
 from gateway.client import Receipt
@@ -117,16 +118,18 @@ class Engine:
         return record, effects, note
 
     async def submit(self, caller: str, req: gw.SubmitCaseRequest, digest: str,
-                     statement: pb.Statement) -> gw.SubmitCaseResponse:
+                     statement: pb.Statement, *, audit: PendingAudit | None = None
+                     ) -> gw.SubmitCaseResponse:
         """Admit a partner's case; return only once it is durable here.
 
         digest identifies the submission by meaning (a deterministic serialisation: map
         order does not matter), so a resubmission gets the same case back; statement is
-        the partner's own signed request, which travels with the case.
+        the partner's own signed request, which travels with the case. audit: the call's
+        entry, written in the same transaction as the case.
         """
         partner = self._partner(caller)
         new, effects, note = self._new_case(partner, req, digest, statement)
-        record, duplicate = await self.store.create_case(new, effects)
+        record, duplicate = await self.store.create_case(new, effects, audit=audit)
         if duplicate and record.request_digest != digest:
             raise AlreadyExists(f"case_number {req.case_number} was used for a different case",
                                 field="case_number")
@@ -139,7 +142,8 @@ class Engine:
         return gw.SubmitCaseResponse(case=record.case, duplicate=duplicate, division_note=note)
 
     async def submit_bundle(self, caller: str, req: gw.SubmitBundleRequest, digest: str,
-                            statement: pb.Statement) -> gw.SubmitBundleResponse:
+                            statement: pb.Statement, *, audit: PendingAudit | None = None
+                            ) -> gw.SubmitBundleResponse:
         """Admit a 一件事 bundle: every part checked first, then all stored in one commit."""
         partner = self._partner(caller)
         if not CASE_NUMBER.fullmatch(req.bundle_number):
@@ -162,7 +166,7 @@ class Engine:
                               origin_partner=partner.id, name=req.name,
                               case_ids=tuple(r.case.case_id for r, _ in built),
                               request_digest=digest)
-        stored, duplicate = await self.store.create_bundle(bundle, built)
+        stored, duplicate = await self.store.create_bundle(bundle, built, audit=audit)
         if duplicate and stored.request_digest != digest:
             raise AlreadyExists(f"bundle_number {req.bundle_number} was used for a different "
                                 "bundle", field="bundle_number")
@@ -179,7 +183,8 @@ class Engine:
             raise NotFound(f"bundle {bundle_id} not found", field="bundle_id")
         return _bundle_message(*found)
 
-    async def forward(self, caller: str, req: gw.ForwardCaseRequest) -> gw.ForwardCaseResponse:
+    async def forward(self, caller: str, req: gw.ForwardCaseRequest, *,
+                      audit: PendingAudit | None = None) -> gw.ForwardCaseResponse:
         """Accept a case from a linked gateway and pass it on (federation).
 
         The peer only carries the case: what is stored and passed on is rebuilt here from
@@ -204,7 +209,7 @@ class Engine:
                                                 path=list(req.path)))
         record, duplicate = await self.store.create_case(
             CaseRecord(case=expected, upstream=peer.id, downstream=self._downstream(route)),
-            effects)
+            effects, audit=audit)
         if duplicate and record.upstream != peer.id:
             # a case id seen from another neighbour: say so, but show nothing of it
             raise AlreadyExists(f"case {case.case_id} reached this gateway by another path",
@@ -229,7 +234,8 @@ class Engine:
 
     # -- updates ---------------------------------------------------------------------
     async def report(self, caller: str, statement: pb.Statement, claims: Claims,
-                     request: Message | None = None) -> gw.UpdateCaseResponse:
+                     request: Message | None = None, *, audit: PendingAudit | None = None
+                     ) -> gw.UpdateCaseResponse:
         """An UpdateCase, CancelCase or RateCase of this gateway's own partner: the update
         its signed request makes (claims are that request's verified token), stamped
         with this gateway's receipt time, passed on with the request itself."""
@@ -248,14 +254,15 @@ class Engine:
         update.at.CopyFrom(timestamp(now))
         update.statement.CopyFrom(statement)
         try:
-            return await self._apply(caller, update, field=field)
+            return await self._apply(caller, update, field=field, audit=audit)
         except GatewayError as exc:
             # a CancelCase or RateCase made an update: name the field of what was sent
             if claims.mth != evidence.UPDATE and exc.field.startswith("update."):
                 exc.field = REQUEST_FIELDS.get((claims.mth, exc.field), "case_id")
             raise
 
-    async def relay(self, caller: str, update: pb.CaseUpdate) -> gw.UpdateCaseResponse:
+    async def relay(self, caller: str, update: pb.CaseUpdate, *,
+                    audit: PendingAudit | None = None) -> gw.UpdateCaseResponse:
         """An update a linked gateway passes on: it must carry its author's statement and
         say what that says; the author must own the side of the case it acts for."""
         self._peer(caller)
@@ -284,7 +291,7 @@ class Engine:
             self._rating_policy(update.rating, claims.iss, at)
         else:
             check_update(update, self.clock.now())
-        return await self._apply(caller, update, field="update.case_id")
+        return await self._apply(caller, update, field="update.case_id", audit=audit)
 
     def _rating_policy(self, rating: pb.Rating, rater: str, at: float) -> None:
         """What a gateway adds to a rating: who gave it, when, and for a 差评 the
@@ -308,8 +315,8 @@ class Engine:
         # one partner never learns of another's cases: unknown and foreign look the same
         raise NotFound(f"case {quote(case.case_id)} not found", field="case_id")
 
-    async def _apply(self, caller: str, update: pb.CaseUpdate, *,
-                     field: str) -> gw.UpdateCaseResponse:
+    async def _apply(self, caller: str, update: pb.CaseUpdate, *, field: str,
+                     audit: PendingAudit | None = None) -> gw.UpdateCaseResponse:
         author = update.actor
         written: list[Effects] = []
 
@@ -331,7 +338,8 @@ class Engine:
             # an update id is its author's: the other side cannot take it first and have
             # the real update answered as a duplicate ('/' is not allowed in update ids)
             record, duplicate = await self.store.update_case(
-                update.case_id, f"{author}/{update.update_id}", mutate, guard=guard)
+                update.case_id, f"{author}/{update.update_id}", mutate, guard=guard,
+                audit=audit)
         except NotFound:  # unknown and foreign cases look the same, field path included
             raise NotFound(f"case {quote(update.case_id)} not found", field=field) from None
         if not duplicate:

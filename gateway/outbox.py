@@ -144,8 +144,8 @@ class OutboxWorker:
         self._spawn(self._give(entry.id))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        # a fresh context: a push happens inside a served call, whose context (the
-        # pending audit entry) must not travel into deliveries
+        # a fresh context: a push happens inside a served call, whose context must not
+        # travel into deliveries
         task = asyncio.create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit
+from gateway.audit import AuditEntry, PendingAudit
 from gateway.batchsign import BatchSigner
 from gateway.config import Config, Gateway
 from gateway.engine import Engine, meaning_digest
@@ -225,12 +225,9 @@ class Edge:
                 claims = call.claims
                 request = self.parse(cls, body)
                 pending = PendingAudit(self._entry(method, claims, "", "OK"))
+                # written with the call's own change where the handler passes it on
                 call = dataclasses.replace(call, audit=pending)
-                token = PENDING_AUDIT.set(pending)  # written with the call's own change
-                try:
-                    response = await fn(call, request)
-                finally:
-                    PENDING_AUDIT.reset(token)
+                response = await fn(call, request)
                 out = response if isinstance(response, bytes) else response.SerializeToString()
                 answer = await self._answer(claims, method, out)
                 if pending.seq is None:  # a read or a duplicate: audited on its own,
@@ -300,33 +297,38 @@ class GatewayServicer:
         return handlers
 
     async def _submit(self, call: Call, req: gw.SubmitCaseRequest) -> Message:
-        return await self.engine.submit(call.caller, req, meaning_digest(req), call.statement())
+        return await self.engine.submit(call.caller, req, meaning_digest(req), call.statement(),
+                                        audit=call.audit)
 
     async def _forward(self, call: Call, req: gw.ForwardCaseRequest) -> Message:
-        return await self.engine.forward(call.caller, req)
+        return await self.engine.forward(call.caller, req, audit=call.audit)
 
     async def _get(self, call: Call, req: gw.GetCaseRequest) -> Message:
         return gw.GetCaseResponse(case=await self.engine.get(call.caller, req.case_id))
 
     async def _update(self, call: Call, req: gw.UpdateCaseRequest) -> Message:
         if isinstance(self.engine.config.party(call.caller), Gateway):
-            return await self.engine.relay(call.caller, req.update)  # a peer passes it on
-        return await self.engine.report(call.caller, call.statement(), call.claims, req)
+            # a peer passes it on
+            return await self.engine.relay(call.caller, req.update, audit=call.audit)
+        return await self.engine.report(call.caller, call.statement(), call.claims, req,
+                                        audit=call.audit)
 
     async def _cancel(self, call: Call, req: gw.CancelCaseRequest) -> Message:
-        answer = await self.engine.report(call.caller, call.statement(), call.claims, req)
+        answer = await self.engine.report(call.caller, call.statement(), call.claims, req,
+                                          audit=call.audit)
         return gw.CancelCaseResponse(case=answer.case)
 
     async def _items(self, call: Call, req: gw.ListItemsRequest) -> Message:
         return self.engine.list_items(req.alliance)
 
     async def _rate(self, call: Call, req: gw.RateCaseRequest) -> Message:
-        answer = await self.engine.report(call.caller, call.statement(), call.claims, req)
+        answer = await self.engine.report(call.caller, call.statement(), call.claims, req,
+                                          audit=call.audit)
         return gw.RateCaseResponse(case=answer.case, duplicate=answer.duplicate)
 
     async def _submit_bundle(self, call: Call, req: gw.SubmitBundleRequest) -> Message:
         return await self.engine.submit_bundle(call.caller, req, meaning_digest(req),
-                                               call.statement())
+                                               call.statement(), audit=call.audit)
 
     async def _get_bundle(self, call: Call, req: gw.GetBundleRequest) -> Message:
         return gw.GetBundleResponse(bundle=await self.engine.bundle(call.caller,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit, verify
+from gateway.audit import AuditEntry, PendingAudit, verify
 from gateway.certificates.accounting import (
     EMPTY,
     format_table,
@@ -65,12 +65,9 @@ async def test_uses_are_kept_with_their_audit_entry_in_the_chain(path: Path) -> 
     store = await opened(path)
     case = pb.Case(case_id="C1", case_number="N1", origin_partner="320105",
                    state=pb.CASE_STATE_SUBMITTED)
-    token = PENDING_AUDIT.set(PendingAudit(entry(0)))
-    try:  # a case write carrying its entry, between the uses: one chain for both
-        await store.create_case(CaseRecord(case=case, upstream="320105", downstream="x"),
-                                Effects())
-    finally:
-        PENDING_AUDIT.reset(token)
+    # a case write carrying its entry, between the uses: one chain for both
+    await store.create_case(CaseRecord(case=case, upstream="320105", downstream="x"),
+                            Effects(), audit=PendingAudit(entry(0)))
     seqs = [await store.record_uses([use(1), use(2)], entry(1)),
             await store.append_audit(entry(2)),
             await store.record_uses([use(3)], entry(3, "申请人 11010519491231002X")),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import PENDING_AUDIT, AuditEntry, PendingAudit, verify
+from gateway.audit import AuditEntry, PendingAudit, verify
 from gateway.errors import FailedPrecondition, GatewayError, NotFound
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.store import CaseRecord, Effects, NewOutbox
@@ -198,9 +198,8 @@ async def test_a_failing_operation_takes_only_its_own_events_and_audit_entry(
     async def call(n: int, fail: bool) -> PendingAudit:
         pending = PendingAudit(AuditEntry(at=1.0, caller="320105", method="/m", case_id="",
                                           digest="d", kid="k", jti=f"j{n}", outcome="OK"))
-        PENDING_AUDIT.set(pending)  # each gather task has its own context
         with contextlib.suppress(FailedPrecondition):
-            await store.update_case(f"C{n:05}", f"u{n}", step(fail))
+            await store.update_case(f"C{n:05}", f"u{n}", step(fail), audit=pending)
         return pending
 
     pendings = await asyncio.gather(*(call(n, fail=n == 1) for n in range(4)))

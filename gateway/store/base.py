@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.audit import AuditEntry
+from gateway.audit import AuditEntry, PendingAudit
 from gateway.pb.tongban.v1 import case_pb2 as pb
 
 
@@ -166,20 +166,25 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def create_case(self, record: CaseRecord,
-                          effects: Effects) -> tuple[CaseRecord, bool]:
+    async def create_case(self, record: CaseRecord, effects: Effects, *,
+                          audit: PendingAudit | None = None) -> tuple[CaseRecord, bool]:
         """Insert a case unless its case_id or (origin_partner, case_number) exists.
 
         Returns the stored record and True when it existed already (nothing changed).
+        audit: the call's entry, appended (with the case id) in the same transaction when
+        the case is new; its seq is set then, and stays None for a duplicate. The store
+        also fills ``effects.outbox_ids`` and ``effects.outbox_behind`` as it inserts the
+        outbox rows (their ids, and whether older entries of the case wait before them).
         """
         ...
 
     async def create_bundle(self, bundle: BundleRecord,
-                            parts: Sequence[tuple[CaseRecord, Effects]]
-                            ) -> tuple[BundleRecord, bool]:
+                            parts: Sequence[tuple[CaseRecord, Effects]], *,
+                            audit: PendingAudit | None = None) -> tuple[BundleRecord, bool]:
         """Insert a bundle and all its cases at once, unless (origin, bundle_number) exists.
 
         A part whose (origin, case_number) is taken fails the whole bundle (AlreadyExists).
+        audit as for create_case (with the bundle id).
         """
         ...
 
@@ -201,8 +206,8 @@ class Store(Protocol):
     async def get_case(self, case_id: str) -> CaseRecord | None: ...
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
-                          done_outbox: int | None = None,
-                          guard: Guard | None = None) -> tuple[CaseRecord, bool]:
+                          done_outbox: int | None = None, guard: Guard | None = None,
+                          audit: PendingAudit | None = None) -> tuple[CaseRecord, bool]:
         """Apply mutate to the case once per update_id, atomically with its outbox rows.
 
         A second call with the same update_id changes nothing and returns True.
@@ -212,6 +217,8 @@ class Store(Protocol):
         GatewayError to refuse the call (who may touch the case is decided on the row
         being changed, in the same operation: no read beforehand).
         mutate may raise a GatewayError; then nothing of the call is kept.
+        audit: the call's entry, appended in the same transaction when the update is
+        applied (not for a duplicate), as for create_case.
         """
         ...
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.audit import GENESIS, PENDING_AUDIT, AuditEntry, PendingAudit, chain_hash
+from gateway.audit import GENESIS, AuditEntry, PendingAudit, chain_hash
 from gateway.errors import AlreadyExists, GatewayError, NotFound, StoreClosed, StoreUnavailable
 from gateway.faults import LogThrottle
 from gateway.pb.tongban.v1 import case_pb2 as pb
@@ -409,9 +409,9 @@ class SqliteStore:
         return self._clock.now() + self._lease_s
 
     # -- operations ------------------------------------------------------------------
-    async def create_case(self, record: CaseRecord,
-                          effects: Effects) -> tuple[CaseRecord, bool]:
-        pending = PENDING_AUDIT.get()
+    async def create_case(self, record: CaseRecord, effects: Effects, *,
+                          audit: PendingAudit | None = None) -> tuple[CaseRecord, bool]:
+        pending = audit
         lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool]:
@@ -426,9 +426,9 @@ class SqliteStore:
         return result
 
     async def create_bundle(self, bundle: BundleRecord,
-                            parts: Sequence[tuple[CaseRecord, Effects]]
-                            ) -> tuple[BundleRecord, bool]:
-        pending = PENDING_AUDIT.get()
+                            parts: Sequence[tuple[CaseRecord, Effects]], *,
+                            audit: PendingAudit | None = None) -> tuple[BundleRecord, bool]:
+        pending = audit
         lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[BundleRecord, bool]:
@@ -521,9 +521,9 @@ class SqliteStore:
         return result
 
     async def update_case(self, case_id: str, update_id: str, mutate: Mutation, *,
-                          done_outbox: int | None = None,
-                          guard: Guard | None = None) -> tuple[CaseRecord, bool]:
-        pending = PENDING_AUDIT.get()
+                          done_outbox: int | None = None, guard: Guard | None = None,
+                          audit: PendingAudit | None = None) -> tuple[CaseRecord, bool]:
+        pending = audit
         lease = self._lease()
 
         def op(conn: sqlite3.Connection) -> tuple[CaseRecord, bool] | GatewayError | None:
