@@ -122,6 +122,11 @@ class GatewayStub:
                 request_serializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.FromString,
                 _registered_method=True)
+        self.RelaySession = channel.stream_stream(
+                '/tongban.v1.Gateway/RelaySession',
+                request_serializer=tongban_dot_v1_dot_gateway__pb2.RelaySessionRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_gateway__pb2.RelaySessionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -263,6 +268,14 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RelaySession(self, request_iterator, context):
+        """RelaySession carries one 屏对屏 session between the two sides' gateways; opened by
+        the origin side's gateway, signed at open over its first frame (docs/sessions.md §6).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -350,6 +363,11 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.ForwardCertificateCall,
                     request_deserializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.SerializeToString,
+            ),
+            'RelaySession': grpc.stream_stream_rpc_method_handler(
+                    servicer.RelaySession,
+                    request_deserializer=tongban_dot_v1_dot_gateway__pb2.RelaySessionRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_gateway__pb2.RelaySessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -813,6 +831,33 @@ class Gateway:
             '/tongban.v1.Gateway/ForwardCertificateCall',
             tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallRequest.SerializeToString,
             tongban_dot_v1_dot_certificate__pb2.ForwardCertificateCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RelaySession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tongban.v1.Gateway/RelaySession',
+            tongban_dot_v1_dot_gateway__pb2.RelaySessionRequest.SerializeToString,
+            tongban_dot_v1_dot_gateway__pb2.RelaySessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,6 +96,10 @@ class GatewayStub:
     """ForwardCertificateCall carries a certificate call from one linked gateway to the
     next; the receiver checks the consumer's statement as the first gateway did.
     """
+    RelaySession: _grpc.StreamStreamMultiCallable[_gateway_pb2.RelaySessionRequest, _gateway_pb2.RelaySessionResponse]
+    """RelaySession carries one 屏对屏 session between the two sides' gateways; opened by
+    the origin side's gateway, signed at open over its first frame (docs/sessions.md §6).
+    """
 
 @_typing.type_check_only
 class GatewayAsyncStub(GatewayStub):
@@ -163,6 +167,10 @@ class GatewayAsyncStub(GatewayStub):
     ForwardCertificateCall: _aio.UnaryUnaryMultiCallable[_certificate_pb2.ForwardCertificateCallRequest, _certificate_pb2.ForwardCertificateCallResponse]  # type: ignore[assignment]
     """ForwardCertificateCall carries a certificate call from one linked gateway to the
     next; the receiver checks the consumer's statement as the first gateway did.
+    """
+    RelaySession: _aio.StreamStreamMultiCallable[_gateway_pb2.RelaySessionRequest, _gateway_pb2.RelaySessionResponse]  # type: ignore[assignment]
+    """RelaySession carries one 屏对屏 session between the two sides' gateways; opened by
+    the origin side's gateway, signed at open over its first frame (docs/sessions.md §6).
     """
 
 class GatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -330,6 +338,16 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_certificate_pb2.ForwardCertificateCallResponse, _abc.Awaitable[_certificate_pb2.ForwardCertificateCallResponse]]:
         """ForwardCertificateCall carries a certificate call from one linked gateway to the
         next; the receiver checks the consumer's statement as the first gateway did.
+        """
+
+    @_abc_1.abstractmethod
+    def RelaySession(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_pb2.RelaySessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.RelaySessionResponse], _abc.AsyncIterator[_gateway_pb2.RelaySessionResponse]]:
+        """RelaySession carries one 屏对屏 session between the two sides' gateways; opened by
+        the origin side's gateway, signed at open over its first frame (docs/sessions.md §6).
         """
 
 def add_GatewayServicer_to_server(servicer: GatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
