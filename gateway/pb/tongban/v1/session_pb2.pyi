@@ -38,6 +38,12 @@ class RelayFrame(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     SIGN_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    n: _builtins.int
+    """the sender's number for a reliable frame (event, propose, blob, sign), from 1 with
+    no gaps in each direction; 0 for the others (ack, rtc, heartbeat, presence, open).
+    After a drop each side resends what the other has not acknowledged (docs/sessions.md §6)
+    """
     @_builtins.property
     def open(self) -> Global___RelayOpen:
         """the origin gateway's first frame"""
@@ -82,10 +88,11 @@ class RelayFrame(_message.Message):
         heartbeat: Global___RelayHeartbeat | None = ...,
         sign: Global___RelaySign | None = ...,
         presence: Global___RelayPresence | None = ...,
+        n: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "open", b"open", "presence", b"presence", "propose", b"propose", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "open", b"open", "presence", b"presence", "propose", b"propose", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "n", b"n", "open", b"open", "presence", b"presence", "propose", b"propose", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["open", "event", "propose", "ack", "blob", "rtc", "heartbeat", "sign", "presence"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
@@ -100,28 +107,24 @@ class RelayOpen(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CASE_ID_FIELD_NUMBER: _builtins.int
     ORIGIN_JOIN_FIELD_NUMBER: _builtins.int
-    RESUME_PN_FIELD_NUMBER: _builtins.int
-    RESUME_SEQ_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     case_id: _builtins.str
     origin_join: _builtins.str
     """the origin clerk's join token (names both platforms)"""
-    resume_pn: _builtins.int
-    """the highest remote proposal the origin has, in order"""
-    resume_seq: _builtins.int
-    """the highest event the origin has sequenced"""
+    received: _builtins.int
+    """the highest frame number the opener has from the other side, in order"""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         case_id: _builtins.str = ...,
         origin_join: _builtins.str = ...,
-        resume_pn: _builtins.int = ...,
-        resume_seq: _builtins.int = ...,
+        received: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "origin_join", b"origin_join", "resume_pn", b"resume_pn", "resume_seq", b"resume_seq", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "origin_join", b"origin_join", "received", b"received", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,11 +157,8 @@ Global___RelayEvent: _TypeAlias = RelayEvent  # noqa: Y015
 class RelayPropose(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PN_FIELD_NUMBER: _builtins.int
     JOIN_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
-    pn: _builtins.int
-    """the remote gateway's number for it, from 1, no gaps"""
     join: _builtins.str
     """the remote clerk's join token (who speaks)"""
     message: _builtins.bytes
@@ -166,13 +166,12 @@ class RelayPropose(_message.Message):
     def __init__(
         self,
         *,
-        pn: _builtins.int = ...,
         join: _builtins.str = ...,
         message: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["join", b"join", "message", b"message", "pn", b"pn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["join", b"join", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -182,21 +181,17 @@ Global___RelayPropose: _TypeAlias = RelayPropose  # noqa: Y015
 class RelayAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SEQ_FIELD_NUMBER: _builtins.int
-    PN_FIELD_NUMBER: _builtins.int
-    seq: _builtins.int
-    """remote → origin: events received in order"""
-    pn: _builtins.int
-    """origin → remote: proposals received in order"""
+    N_FIELD_NUMBER: _builtins.int
+    n: _builtins.int
+    """the highest frame number received in order from the other side"""
     def __init__(
         self,
         *,
-        seq: _builtins.int = ...,
-        pn: _builtins.int = ...,
+        n: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pn", b"pn", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["n", b"n"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
