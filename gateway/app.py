@@ -30,7 +30,10 @@ from gateway.metrics import Metrics
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
 from gateway.server import SERVICE, Edge, GatewayServicer, generic_handler
-from gateway.signing import PublicKey
+from gateway.sessions.hub import Live, SessionHub, guidance_of
+from gateway.sessions.relay import RelayServicer
+from gateway.signing import PublicKey, b64url
+from gateway.store.base import SessionTranscript
 from gateway.store.sqlite import SqliteStore
 from gateway.supervision import Monitor
 from gateway.tls import is_loopback, server_credentials, server_ssl_context
@@ -128,6 +131,11 @@ class GatewayApp:
             self.clock, holder_secret(config.signing_key),
             on_uses=self.metrics.record_certificate_uses)
         self.certificate_servicer = CertificateServicer(self.certificates, self.edge)
+        self.sessions = SessionHub(config, self.clock, self._platform_keys,
+                                   config.signing_key, self.batch_signer,
+                                   guidance_of(config), on_transcript=self._keep_transcript)
+        self.relay_servicer = RelayServicer(self.edge, self.sessions.accept_relay, self.clock,
+                                            linked=config.linked)
         self.metrics.watch_totals(self._totals)
         self._grpc: grpc.aio.Server | None = None
         self._admin_grpc: grpc.aio.Server | None = None
@@ -184,6 +192,13 @@ class GatewayApp:
                                    field="update.statement")
         return await self.engine.report(partner, statement, claims)
 
+    async def _keep_transcript(self, live: Live) -> None:
+        """A session both gateways signed: its transcript joins the case's evidence."""
+        await self.store.save_transcript(SessionTranscript(
+            session_id=live.id, case_id=live.case, n=live.session.transcript.n,
+            head=b64url(live.session.transcript.head), events=list(live.session.transcript.events),
+            signatures=dict(live.signatures), at=self.clock.now()))
+
     async def _certificate_call(self, partner: str, statement: pb.Statement) -> bytes:
         """An in-process platform's signed certificate call: checked as if it came over
         the wire (its signature, addressed to us, a certificate method), then served and
@@ -223,7 +238,8 @@ class GatewayApp:
             ("grpc.max_metadata_size", METADATA_SOFT_LIMIT),
             ("grpc.absolute_max_metadata_size", 2 * METADATA_SOFT_LIMIT)])
         server.add_generic_rpc_handlers((generic_handler(
-            self.servicer.handlers(), self.certificate_servicer.handlers()),))
+            self.servicer.handlers(), self.certificate_servicer.handlers(),
+            self.relay_servicer.handlers()),))
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         me, admin_grpc, admin_http = self.config.me, self.config.admin_grpc, self.config.admin_http
@@ -246,7 +262,8 @@ class GatewayApp:
         tls = self.config.listener_tls
         ssl_context = server_ssl_context(tls) if tls is not None else None
         self._web = await _site(make_app(self.config, lambda: self._ready, main_metrics,
-                                         writable=self.store.check_writable),
+                                         writable=self.store.check_writable,
+                                         sessions=self.sessions),
                                 me.http, ssl_context, self.reuse_port)
         if admin_http is not None:
             self._admin_web = await _site(make_admin_app(self._metrics), admin_http, None,
@@ -273,6 +290,7 @@ class GatewayApp:
 
     async def stop(self, grace_s: float = 1.0) -> None:
         self._ready = False
+        await self.sessions.close()
         await self.monitor.stop()
         await self.engine.outbox.stop()
         for server in (self._grpc, self._admin_grpc):

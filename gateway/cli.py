@@ -146,6 +146,55 @@ def _stats_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sessions_show(args: argparse.Namespace) -> int:
+    """A closed 屏对屏 session's transcript, printed and checked offline: the hash chain
+    over every event and both gateways' signatures of its head (docs/sessions.md §7)."""
+    from gateway.config import load_config
+    from gateway.errors import GatewayError
+    from gateway.sessions.transcript import verify_chain, verify_head
+    from gateway.signing import b64url
+    from gateway.store.offline import read_transcript
+
+    path = _store_path(args)
+    if path is None:
+        return 2
+    transcript = read_transcript(path, args.session_id)
+    if transcript is None:
+        print(f"tongban: no closed session {args.session_id[:40]!r} in {path}", file=sys.stderr)
+        return 1
+    config = load_config(args.config, self_id=args.self_id)
+    for body in transcript.events:
+        event = json.loads(body)
+        members = {k: v for k, v in event.items()
+                   if k not in ("seq", "at", "side", "clerk", "name", "cid", "type")}
+        print(f"{event.get('seq', '?'):>4} {event.get('side', ''):6} "
+              f"{str(event.get('name', ''))[:12]:12} {event.get('type', ''):10} "
+              f"{json.dumps(members, ensure_ascii=False)[:120]}")
+    problems = []
+    try:
+        n, head = verify_chain(transcript.session_id, transcript.events)
+        if n != transcript.n or b64url(head) != transcript.head:
+            problems.append("the stored head is not the chain's")
+    except GatewayError as exc:
+        problems.append(f"chain: {exc.message}")
+        n, head = 0, b""
+    for gateway, token in sorted(transcript.signatures.items()):
+        keys = config.gateways[gateway].keys if gateway in config.gateways else ()
+        try:
+            signed = verify_head(token, lambda owner, k=keys: k)  # type: ignore[misc]
+            if signed.n != n or signed.head != head or signed.session != transcript.session_id:
+                problems.append(f"{gateway} signed another head")
+        except GatewayError as exc:
+            problems.append(f"{gateway}: {exc.message}")
+    if len(transcript.signatures) < 2:
+        problems.append("fewer than two gateway signatures")
+    verdict = "OK" if not problems else "BAD: " + "; ".join(problems)
+    print(f"session {transcript.session_id} case {transcript.case_id or '-'}: {n} events, "
+          f"head {transcript.head}, signed by {', '.join(sorted(transcript.signatures))}: "
+          f"{verdict}")
+    return 0 if not problems else 1
+
+
 def _evidence(args: argparse.Namespace) -> int:
     """export: one case's evidence as one file; verify: check such a file offline."""
     from gateway import evidence_file
@@ -270,6 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument("--data-dir", help="the gateway's data_dir (default: from --config)")
     certs.add_argument("--db", help="a store file (default: the gateway's data_dir)")
 
+    sessions = sub.add_parser("sessions", help="屏对屏 session transcripts")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    show = sessions_sub.add_parser("show", help="print a closed session's transcript and "
+                                   "verify its chain and signatures")
+    show.add_argument("session_id")
+    show.add_argument("--config", default="partners.toml")
+    show.add_argument("--as", dest="self_id")
+    show.add_argument("--data-dir", help="the gateway's data_dir (default: from --config)")
+    show.add_argument("--db", help="a store file (default: the gateway's data_dir)")
+
     proof = sub.add_parser("evidence", help="a case's signed statements, as one file")
     proof_sub = proof.add_subparsers(dest="evidence_command", required=True)
     export = proof_sub.add_parser("export", help="write the evidence file of a case")
@@ -308,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             return _outbox(args)
         if args.command == "stats":
             return _stats_certs(args)
+        if args.command == "sessions":
+            return _sessions_show(args)
         _loop_runner()
         if args.command == "serve":
             return asyncio.run(_serve(args))

@@ -23,6 +23,7 @@ from gateway.cases import State
 from gateway.client import CallError
 from gateway.config import Config, load_config
 from gateway.demo_certificates import certificate_demo
+from gateway.demo_sessions import console_links
 from gateway.partner_client import PartnerClient
 from gateway.pb.tongban.v1 import case_pb2 as pb
 from gateway.pb.tongban.v1 import gateway_pb2 as gw
@@ -214,6 +215,10 @@ async def run_demo(config_path: Path, *, keep_running: bool = False) -> int:
             print("Every call above was signed (EdDSA, docs/signing.md), persisted before it was"
                   " acknowledged,\nrouted by division prefix across gateway links, and its"
                   " status flowed back to the origin.")
+            print("\n● 屏对屏: a session's two consoles, one per browser window (docs/sessions.md;"
+                  " they work while the gateways run: `tongban demo --serve`):")
+            for who, url in console_links(config, apps[0].clock.now):
+                print(f"    {who}: {url}")
             if keep_running:
                 print("\nGateways keep running; press Ctrl-C to stop.")
                 await asyncio.Event().wait()

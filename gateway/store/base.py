@@ -157,6 +157,24 @@ class CertificateUseStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SessionTranscript:
+    """A closed 屏对屏 session's transcript (docs/sessions.md §7): the canonical JSON of
+    every sequenced event, the chain's head, and each gateway's signature of it."""
+
+    session_id: str
+    case_id: str
+    n: int
+    head: str  # base64url of the last chain hash
+    events: list[bytes]
+    signatures: dict[str, str]  # gateway id -> tongban-transcript+jwt
+    at: float
+
+
+class SessionStore(Protocol):
+    async def save_transcript(self, transcript: SessionTranscript) -> None: ...
+
+
 Mutation = Callable[[CaseRecord], Effects]
 Guard = Callable[[CaseRecord], None]  # raises to refuse
 

@@ -6,6 +6,7 @@ lets them read committed data while the gateway writes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import AuditEntry
-from gateway.store.base import CaseEvidence, StoredReceipt, UseCount
+from gateway.store.base import CaseEvidence, SessionTranscript, StoredReceipt, UseCount
 from gateway.store.sqlite import AUDIT_COLUMNS, RECORD_COLUMNS, USE_COUNTS_SQL, _record
 
 
@@ -119,6 +120,23 @@ def read_use_counts(path: Path | str) -> list[UseCount]:
                         "name='certificate_uses'").fetchone() is None:
             return []
         return [UseCount(*row) for row in conn.execute(USE_COUNTS_SQL)]
+
+
+def read_transcript(path: Path | str, session_id: str) -> SessionTranscript | None:
+    """A closed session's transcript from a store file, read-only (`tongban sessions
+    show`); None when the file holds none for that session."""
+    with closing(_read_only(path)) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                        "name='session_transcripts'").fetchone() is None:
+            return None
+        row = conn.execute("SELECT session_id, case_id, n, head, events, signatures, at "
+                           "FROM session_transcripts WHERE session_id=?",
+                           (session_id,)).fetchone()
+    if row is None:
+        return None
+    events = row[4].split(b"\n") if row[4] else []
+    return SessionTranscript(row[0], row[1], row[2], row[3], events, json.loads(row[5]),
+                             row[6])
 
 
 def _read_only(path: Path | str) -> sqlite3.Connection:

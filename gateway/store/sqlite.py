@@ -39,6 +39,7 @@ from gateway.store.base import (
     Guard,
     Mutation,
     OutboxEntry,
+    SessionTranscript,
     StoredReceipt,
     Timer,
     UseCount,
@@ -136,6 +137,11 @@ CREATE TABLE IF NOT EXISTS certificate_uses (
   statement BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS certificate_uses_holder ON certificate_uses (holder_key, at);
+CREATE TABLE IF NOT EXISTS session_transcripts (
+  session_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, n INTEGER NOT NULL,
+  head TEXT NOT NULL, events BLOB NOT NULL, signatures TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_transcripts_case ON session_transcripts (case_id);
 """
 RECORD_COLUMNS = "upstream, downstream, request_digest, record"
 BUNDLE_COLUMNS = "bundle_id, origin_partner, bundle_number, name, case_ids, request_digest"
@@ -651,6 +657,20 @@ class SqliteStore:
 
         result: int = await self._run(op)
         return result
+
+    async def save_transcript(self, transcript: SessionTranscript) -> None:
+        """Keep a closed session's transcript with both gateways' head signatures, as
+        part of its case's evidence (docs/sessions.md §7); a second save of one session
+        changes nothing."""
+        row = (transcript.session_id, transcript.case_id, transcript.n, transcript.head,
+               b"\n".join(transcript.events), json.dumps(transcript.signatures, sort_keys=True),
+               transcript.at)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO session_transcripts VALUES (?,?,?,?,?,?,?) "
+                         "ON CONFLICT DO NOTHING", row)
+
+        await self._run(op)
 
     async def uses_of(self, holder_key: str, *, issuers: frozenset[str] | None,
                       since: float, limit: int) -> list[CertificateUse]:

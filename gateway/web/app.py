@@ -6,6 +6,8 @@ Transport security: where /metrics is served)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 
@@ -15,7 +17,8 @@ Metrics = Callable[[], Awaitable[bytes]]
 
 
 def make_app(config: Config, ready: Callable[[], bool], metrics: Metrics | None, *,
-             writable: Callable[[], Awaitable[bool]] | None = None) -> web.Application:
+             writable: Callable[[], Awaitable[bool]] | None = None,
+             sessions: SessionRoutes | None = None) -> web.Application:
     """The main site; metrics None keeps /metrics off it (it is served on the admin site).
 
     ready: the process has started (keys loaded, listening); writable: the store takes
@@ -48,7 +51,38 @@ def make_app(config: Config, ready: Callable[[], bool], metrics: Metrics | None,
     app.router.add_get("/.well-known/jwks.json", keys)
     app.router.add_get("/healthz", health)
     app.router.add_get("/readyz", readiness)
+    if sessions is not None:
+        add_sessions(app, sessions)
     return app
+
+
+class SessionRoutes(Protocol):
+    """What the 屏对屏 part of the site needs (gateway/sessions/hub.SessionHub)."""
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse: ...
+
+    async def upload(self, request: web.Request) -> web.StreamResponse: ...
+
+    async def download(self, request: web.Request) -> web.StreamResponse: ...
+
+
+CONSOLE = Path(__file__).parent / "console"
+
+
+def add_sessions(app: web.Application, sessions: SessionRoutes) -> None:
+    """The clerk console (static files), its WebSocket and the session materials
+    (docs/sessions.md §4–§5)."""
+    app.router.add_get("/sessions/ws", sessions.websocket)
+    app.router.add_post("/sessions/{session}/materials", sessions.upload)
+    app.router.add_get("/sessions/{session}/materials/{sha256}", sessions.download)
+
+    async def console_index(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(CONSOLE / "index.html",
+                                headers={"Cache-Control": "no-store"})
+
+    if (CONSOLE / "index.html").exists():
+        app.router.add_get("/sessions/console/", console_index)
+        app.router.add_static("/sessions/console/", CONSOLE, show_index=False)
 
 
 def add_metrics(app: web.Application, metrics: Metrics) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tongban/v1/session.proto\x12\ntongban.v1\"\x95\x03\n\nRelayFrame\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.tongban.v1.RelayOpenH\x00\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.tongban.v1.RelayEventH\x00\x12+\n\x07propose\x18\x03 \x01(\x0b\x32\x18.tongban.v1.RelayProposeH\x00\x12#\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x14.tongban.v1.RelayAckH\x00\x12%\n\x04\x62lob\x18\x05 \x01(\x0b\x32\x15.tongban.v1.RelayBlobH\x00\x12#\n\x03rtc\x18\x06 \x01(\x0b\x32\x14.tongban.v1.RelayRtcH\x00\x12/\n\theartbeat\x18\x07 \x01(\x0b\x32\x1a.tongban.v1.RelayHeartbeatH\x00\x12%\n\x04sign\x18\x08 \x01(\x0b\x32\x15.tongban.v1.RelaySignH\x00\x12-\n\x08presence\x18\t \x01(\x0b\x32\x19.tongban.v1.RelayPresenceH\x00\x12\t\n\x01n\x18\n \x01(\x03\x42\x07\n\x05\x66rame\"W\n\tRelayOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x13\n\x0borigin_join\x18\x03 \x01(\t\x12\x10\n\x08received\x18\x04 \x01(\x03\"(\n\nRelayEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65vent\x18\x02 \x01(\x0c\"-\n\x0cRelayPropose\x12\x0c\n\x04join\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"\x15\n\x08RelayAck\x12\t\n\x01n\x18\x01 \x01(\x03\"\\\n\tRelayBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"8\n\x08RelayRtc\x12\x0c\n\x04side\x18\x01 \x01(\t\x12\r\n\x05\x63lerk\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\"\x1c\n\x0eRelayHeartbeat\x12\n\n\x02\x61t\x18\x01 \x01(\x01\"\x1a\n\tRelaySign\x12\r\n\x05token\x18\x01 \x01(\t\"\x1f\n\rRelayPresence\x12\x0e\n\x06\x63lerks\x18\x01 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18tongban/v1/session.proto\x12\ntongban.v1\"\xc2\x03\n\nRelayFrame\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.tongban.v1.RelayOpenH\x00\x12\'\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x16.tongban.v1.RelayEventH\x00\x12+\n\x07propose\x18\x03 \x01(\x0b\x32\x18.tongban.v1.RelayProposeH\x00\x12#\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x14.tongban.v1.RelayAckH\x00\x12%\n\x04\x62lob\x18\x05 \x01(\x0b\x32\x15.tongban.v1.RelayBlobH\x00\x12#\n\x03rtc\x18\x06 \x01(\x0b\x32\x14.tongban.v1.RelayRtcH\x00\x12/\n\theartbeat\x18\x07 \x01(\x0b\x32\x1a.tongban.v1.RelayHeartbeatH\x00\x12%\n\x04sign\x18\x08 \x01(\x0b\x32\x15.tongban.v1.RelaySignH\x00\x12-\n\x08presence\x18\t \x01(\x0b\x32\x19.tongban.v1.RelayPresenceH\x00\x12+\n\x07refused\x18\x0b \x01(\x0b\x32\x18.tongban.v1.RelayRefusedH\x00\x12\t\n\x01n\x18\n \x01(\x03\x42\x07\n\x05\x66rame\"W\n\tRelayOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x13\n\x0borigin_join\x18\x03 \x01(\t\x12\x10\n\x08received\x18\x04 \x01(\x03\"(\n\nRelayEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\r\n\x05\x65vent\x18\x02 \x01(\x0c\"-\n\x0cRelayPropose\x12\x0c\n\x04join\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"\x15\n\x08RelayAck\x12\t\n\x01n\x18\x01 \x01(\x03\"\\\n\tRelayBlob\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"8\n\x08RelayRtc\x12\x0c\n\x04side\x18\x01 \x01(\t\x12\r\n\x05\x63lerk\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\x0c\"\x1c\n\x0eRelayHeartbeat\x12\n\n\x02\x61t\x18\x01 \x01(\x01\"\x1a\n\tRelaySign\x12\r\n\x05token\x18\x01 \x01(\t\"\x1f\n\rRelayPresence\x12\x0e\n\x06\x63lerks\x18\x01 \x03(\t\".\n\x0cRelayRefused\x12\r\n\x05\x63lerk\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.session_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RELAYFRAME']._serialized_start=41
-  _globals['_RELAYFRAME']._serialized_end=446
-  _globals['_RELAYOPEN']._serialized_start=448
-  _globals['_RELAYOPEN']._serialized_end=535
-  _globals['_RELAYEVENT']._serialized_start=537
-  _globals['_RELAYEVENT']._serialized_end=577
-  _globals['_RELAYPROPOSE']._serialized_start=579
-  _globals['_RELAYPROPOSE']._serialized_end=624
-  _globals['_RELAYACK']._serialized_start=626
-  _globals['_RELAYACK']._serialized_end=647
-  _globals['_RELAYBLOB']._serialized_start=649
-  _globals['_RELAYBLOB']._serialized_end=741
-  _globals['_RELAYRTC']._serialized_start=743
-  _globals['_RELAYRTC']._serialized_end=799
-  _globals['_RELAYHEARTBEAT']._serialized_start=801
-  _globals['_RELAYHEARTBEAT']._serialized_end=829
-  _globals['_RELAYSIGN']._serialized_start=831
-  _globals['_RELAYSIGN']._serialized_end=857
-  _globals['_RELAYPRESENCE']._serialized_start=859
-  _globals['_RELAYPRESENCE']._serialized_end=890
+  _globals['_RELAYFRAME']._serialized_end=491
+  _globals['_RELAYOPEN']._serialized_start=493
+  _globals['_RELAYOPEN']._serialized_end=580
+  _globals['_RELAYEVENT']._serialized_start=582
+  _globals['_RELAYEVENT']._serialized_end=622
+  _globals['_RELAYPROPOSE']._serialized_start=624
+  _globals['_RELAYPROPOSE']._serialized_end=669
+  _globals['_RELAYACK']._serialized_start=671
+  _globals['_RELAYACK']._serialized_end=692
+  _globals['_RELAYBLOB']._serialized_start=694
+  _globals['_RELAYBLOB']._serialized_end=786
+  _globals['_RELAYRTC']._serialized_start=788
+  _globals['_RELAYRTC']._serialized_end=844
+  _globals['_RELAYHEARTBEAT']._serialized_start=846
+  _globals['_RELAYHEARTBEAT']._serialized_end=874
+  _globals['_RELAYSIGN']._serialized_start=876
+  _globals['_RELAYSIGN']._serialized_end=902
+  _globals['_RELAYPRESENCE']._serialized_start=904
+  _globals['_RELAYPRESENCE']._serialized_end=935
+  _globals['_RELAYREFUSED']._serialized_start=937
+  _globals['_RELAYREFUSED']._serialized_end=983
 # @@protoc_insertion_point(module_scope)

@@ -38,9 +38,10 @@ class RelayFrame(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     SIGN_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     N_FIELD_NUMBER: _builtins.int
     n: _builtins.int
-    """the sender's number for a reliable frame (event, propose, blob, sign), from 1 with
+    """the sender's number for a reliable frame (event, propose, blob, sign, refused), from 1 with
     no gaps in each direction; 0 for the others (ack, rtc, heartbeat, presence, open).
     After a drop each side resends what the other has not acknowledged (docs/sessions.md §6)
     """
@@ -76,6 +77,10 @@ class RelayFrame(_message.Message):
     def presence(self) -> Global___RelayPresence:
         """which clerks of the sender's side are online"""
 
+    @_builtins.property
+    def refused(self) -> Global___RelayRefused:
+        """origin → remote: the sequencer refused a proposal"""
+
     def __init__(
         self,
         *,
@@ -88,13 +93,14 @@ class RelayFrame(_message.Message):
         heartbeat: Global___RelayHeartbeat | None = ...,
         sign: Global___RelaySign | None = ...,
         presence: Global___RelayPresence | None = ...,
+        refused: Global___RelayRefused | None = ...,
         n: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "open", b"open", "presence", b"presence", "propose", b"propose", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "open", b"open", "presence", b"presence", "propose", b"propose", "refused", b"refused", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "n", b"n", "open", b"open", "presence", b"presence", "propose", b"propose", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "blob", b"blob", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "n", b"n", "open", b"open", "presence", b"presence", "propose", b"propose", "refused", b"refused", "rtc", b"rtc", "sign", b"sign"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["open", "event", "propose", "ack", "blob", "rtc", "heartbeat", "sign", "presence"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["open", "event", "propose", "ack", "blob", "rtc", "heartbeat", "sign", "presence", "refused"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
@@ -315,3 +321,27 @@ class RelayPresence(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RelayPresence: _TypeAlias = RelayPresence  # noqa: Y015
+
+@_typing.final
+class RelayRefused(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLERK_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    clerk: _builtins.str
+    """the remote clerk whose message it was"""
+    message: _builtins.bytes
+    """the refusal as the browser gets it (docs/sessions.md §4), JSON"""
+    def __init__(
+        self,
+        *,
+        clerk: _builtins.str = ...,
+        message: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clerk", b"clerk", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelayRefused: _TypeAlias = RelayRefused  # noqa: Y015
