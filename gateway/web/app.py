@@ -80,7 +80,11 @@ def add_sessions(app: web.Application, sessions: SessionRoutes) -> None:
         return web.FileResponse(CONSOLE / "index.html",
                                 headers={"Cache-Control": "no-store"})
 
+    async def console_slash(_: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect("/sessions/console/")
+
     if (CONSOLE / "index.html").exists():
+        app.router.add_get("/sessions/console", console_slash)
         app.router.add_get("/sessions/console/", console_index)
         app.router.add_static("/sessions/console/", CONSOLE, show_index=False)
 
