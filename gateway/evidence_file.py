@@ -77,8 +77,18 @@ def export(found: CaseEvidence, *, gateway: str, exported_at: float,
                       "token": r.token} for r in found.receipts],
         "audit": [dict(zip(AUDIT_FIELDS, (seq, *entry.row(), prev, digest), strict=True))
                   for seq, entry, prev, digest in found.audit],
-        "keys": {"keys": [key.jwk() for key in keys if key.owner in signers]},
+        # 屏对屏 sessions held for the case: each transcript and both gateways' heads
+        "sessions": [{"session_id": s.session_id, "n": s.n, "head": s.head,
+                      "events": [_b64(e) for e in s.events],
+                      "signatures": dict(sorted(s.signatures.items()))}
+                     for s in found.sessions],
+        "keys": {"keys": [key.jwk() for key in keys
+                          if key.owner in signers | _session_signers(found)]},
     }
+
+
+def _session_signers(found: CaseEvidence) -> set[str]:
+    return {gateway for s in found.sessions for gateway in s.signatures}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +181,35 @@ def _verify(document: Mapping[str, Any], keys: Mapping[str, Sequence[PublicKey]]
     _same_changes(case, proven, submitted)
     receipts = _receipts(document.get("receipts", []), keys, case.case_id)
     checked = _audit(document.get("audit"), case.case_id)
+    sessions = _sessions(document.get("sessions", []), keys, case.case_id)
     return (f"OK: case {case.case_id}: {len(items)} signed statements ("
-            f"{', '.join(authors)}), {receipts} signed delivery receipts, checked with "
-            f"{trusted}; {checked} audit entries intact")
+            f"{', '.join(authors)}), {receipts} signed delivery receipts, {sessions} "
+            f"session transcripts signed by both gateways, checked with {trusted}; "
+            f"{checked} audit entries intact")
+
+
+def _sessions(rows: Any, keys: Mapping[str, Sequence[PublicKey]], case_id: str) -> int:
+    """Each 屏对屏 transcript: its chain, and both gateways' signatures of its head."""
+    from gateway.sessions.transcript import verify_transcript
+
+    if not isinstance(rows, list):
+        raise _Bad("sessions: not a list")
+    for n, row in enumerate(rows):
+        where = f"session {n}"
+        try:
+            session_id = row["session_id"]
+            events = [base64.b64decode(e, validate=True) for e in row["events"]]
+            signatures = row["signatures"]
+            if not isinstance(signatures, dict) or len(signatures) < 2:
+                raise _Bad(f"{where}: both gateways' head signatures are needed")
+            verify_transcript(str(session_id), case_id, events,
+                              [str(v) for v in signatures.values()],
+                              lambda owner: keys.get(owner, ()))
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise _Bad(f"{where}: malformed ({type(exc).__name__})") from None
+        except GatewayError as exc:
+            raise _Bad(f"{where}: {exc.message}") from None
+    return len(rows)
 
 
 def _received(item: Mapping[str, Any], claims: Any, where: str) -> float:

@@ -6,6 +6,7 @@ sign at close (docs/sessions.md)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -219,3 +220,49 @@ async def test_bad_joins_and_messages_are_refused_without_disturbing_the_others(
         await asyncio.sleep(2.5)
         await a.send(type="chat", cid="a9", text="still here")
         await a.until(lambda c: any(e.get("text") == "still here" for e in c.events()))
+
+
+async def test_a_sessions_transcript_is_part_of_its_cases_evidence(fed: Federation,
+                                                                  tmp_path: Path) -> None:
+    from gateway import evidence_file
+    from gateway.pb.tongban.v1 import case_pb2 as pb
+    from gateway.store.offline import read_evidence
+
+    case = (await fed.client(ORIGIN).submit(
+        case_number="QD-S-1", target_division="310000", item_code="yb-ba",
+        applicant=pb.Applicant(id_type=pb.ID_TYPE_RESIDENT, id_number=LI_SI.number,
+                               name="李四"))).case
+    session = new_ulid()
+    a_token = join(fed, ORIGIN, session, side="origin", other=REMOTE, case=case.case_id)
+    b_token = join(fed, REMOTE, session, side="remote", other=ORIGIN, case=case.case_id)
+    async with console(fed, ORIGIN, a_token) as a, console(fed, REMOTE, b_token) as b:
+        await a.send(type="chat", cid="a1", text="请核对材料")
+        await b.until(lambda c: len(c.events()) == 1)
+        await b.send(type="close", cid="b1")
+        await a.until(lambda c: any(e["type"] == "closed" for e in c.events()))
+    keys = {p.id: list(p.keys) for p in (*fed.config.partners.values(),
+                                         *fed.config.gateways.values())}
+    for gateway in ("320000-gw", "310000-gw"):
+        app = fed.apps[gateway]
+        db = app.config.data_dir / "gateway.sqlite3"
+
+        async def kept(db: Path = db) -> bool:
+            found = read_evidence(db, case.case_id)
+            return found is not None and len(found.sessions) == 1 \
+                and len(found.sessions[0].signatures) == 2
+        await until(kept)
+        found = read_evidence(db, case.case_id)
+        assert found is not None
+        document = evidence_file.export(
+            found, gateway=gateway, exported_at=0.0,
+            keys=[k for ks in keys.values() for k in ks])
+        verdict = evidence_file.verify(document, keys)
+        assert verdict.ok and "1 session transcripts" in verdict.summary, verdict.summary
+        tampered = json.loads(json.dumps(document))
+        event = json.loads(base64.b64decode(tampered["sessions"][0]["events"][0]))
+        event["text"] = "请不要核对"
+        tampered["sessions"][0]["events"][0] = base64.b64encode(
+            json.dumps(event, ensure_ascii=False, separators=(",", ":"),
+                       sort_keys=True).encode()).decode()
+        bad = evidence_file.verify(tampered, keys)
+        assert not bad.ok and "session 0" in bad.summary, bad.summary

@@ -57,6 +57,20 @@ class StoredReceipt:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionTranscript:
+    """A closed 屏对屏 session's transcript (docs/sessions.md §7): the canonical JSON of
+    every sequenced event, the chain's head, and each gateway's signature of it."""
+
+    session_id: str
+    case_id: str
+    n: int
+    head: str  # base64url of the last chain hash
+    events: list[bytes]
+    signatures: dict[str, str]  # gateway id -> tongban-transcript+jwt
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CaseEvidence:
     """What a store file holds about one case, for `tongban evidence export`."""
 
@@ -64,6 +78,7 @@ class CaseEvidence:
     statements: list[tuple[float, bytes]]  # (receipt time, serialized Statement)
     receipts: list[StoredReceipt]
     audit: list[tuple[int, AuditEntry, str, str]]
+    sessions: list[SessionTranscript] = field(default_factory=list)  # 屏对屏, closed
 
 
 @dataclass(slots=True)
@@ -155,20 +170,6 @@ class CertificateUseStore(Protocol):
     async def use_counts(self) -> list[UseCount]:
         """Uses grouped by (type, item, consumer, issuer, outcome), largest first."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class SessionTranscript:
-    """A closed 屏对屏 session's transcript (docs/sessions.md §7): the canonical JSON of
-    every sequenced event, the chain's head, and each gateway's signature of it."""
-
-    session_id: str
-    case_id: str
-    n: int
-    head: str  # base64url of the last chain hash
-    events: list[bytes]
-    signatures: dict[str, str]  # gateway id -> tongban-transcript+jwt
-    at: float
 
 
 class SessionStore(Protocol):

@@ -103,12 +103,18 @@ def read_evidence(path: Path | str, case_id: str) -> CaseEvidence | None:
                                 "WHERE case_id=? ORDER BY id", (case_id,)).fetchall()
         audit = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE case_id=? "
                              "ORDER BY seq", (case_id,)).fetchall()
+        sessions = [] if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND "
+            "name='session_transcripts'").fetchone() is None else conn.execute(
+            f"SELECT {TRANSCRIPT_COLUMNS} FROM session_transcripts WHERE case_id=? "
+            "ORDER BY at", (case_id,)).fetchall()
     return CaseEvidence(
         record=_record(row),
         statements=[(float(at), bytes(body)) for at, body in statements],
         receipts=[StoredReceipt(party=r[0], received_at=float(r[1]), response=bytes(r[2]),
                                 token=r[3], request=bytes(r[4])) for r in receipts],
-        audit=[_audit_row(r) for r in audit])
+        audit=[_audit_row(r) for r in audit],
+        sessions=[_transcript(r) for r in sessions])
 
 
 def read_use_counts(path: Path | str) -> list[UseCount]:
@@ -129,12 +135,16 @@ def read_transcript(path: Path | str, session_id: str) -> SessionTranscript | No
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
                         "name='session_transcripts'").fetchone() is None:
             return None
-        row = conn.execute("SELECT session_id, case_id, n, head, events, signatures, at "
-                           "FROM session_transcripts WHERE session_id=?",
-                           (session_id,)).fetchone()
-    if row is None:
-        return None
-    events = row[4].split(b"\n") if row[4] else []
+        row = conn.execute(f"SELECT {TRANSCRIPT_COLUMNS} FROM session_transcripts "
+                           "WHERE session_id=?", (session_id,)).fetchone()
+    return None if row is None else _transcript(row)
+
+
+TRANSCRIPT_COLUMNS = "session_id, case_id, n, head, events, signatures, at"
+
+
+def _transcript(row: Any) -> SessionTranscript:
+    events = bytes(row[4]).split(b"\n") if row[4] else []
     return SessionTranscript(row[0], row[1], row[2], row[3], events, json.loads(row[5]),
                              row[6])
 
