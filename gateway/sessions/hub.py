@@ -274,10 +274,10 @@ class SessionHub:
         if kind == "hello":
             await _refuse(clerk, "", "MALFORMED", "已加入会话")
             return
+        await live.writable.wait()  # back-pressure: the relay has 256 frames in flight
         if live.sequencer:
             await self._apply(live, clerk.join.side, clerk.join, message, clerk)
             return
-        await live.writable.wait()  # back-pressure: the relay has 256 frames in flight
         self._reliable(live, spb.RelayFrame(propose=spb.RelayPropose(
             join=clerk.token, message=json.dumps(message, ensure_ascii=False).encode())))
 
