@@ -205,6 +205,12 @@ async def test_bad_joins_and_messages_are_refused_without_disturbing_the_others(
         async with console(fed, ORIGIN, elsewhere) as bad:  # 上海's clerk at 320000-gw
             await bad.until(lambda c: c.ws.closed)
             assert bad.ws.close_code == 4403
+        other_window = sign_join(key_of(ORIGIN), clerk="c2", name="另一窗口",
+                                 window=f"{ORIGIN}-w2", session=session, case="",
+                                 side="origin", other=REMOTE, now=_now())
+        async with console(fed, ORIGIN, other_window) as bad:
+            await bad.until(lambda c: c.ws.closed)
+            assert bad.ws.close_code == 4403
         other_case = join(fed, ORIGIN, session, side="origin", other=REMOTE, case=new_ulid())
         async with console(fed, ORIGIN, other_case) as bad:
             await bad.until(lambda c: c.ws.closed)

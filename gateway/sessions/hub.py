@@ -99,6 +99,7 @@ class Live:
     relay_task: asyncio.Task[None] | None = None
     peer_clerks: list[str] = field(default_factory=list)
     signatures: dict[str, str] = field(default_factory=dict)  # gateway id -> head token
+    windows: dict[str, str] = field(default_factory=dict)  # side -> its window (fixed)
     writable: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -168,6 +169,9 @@ class SessionHub:
             self.sessions[join.session] = live
         if (live.case, live.origin, live.remote) != (join.case, origin, remote):
             raise PermissionDenied("this session belongs to another case or window")
+        window = live.windows.setdefault(join.side, join.window)  # the first join fixes it
+        if window != join.window:
+            raise PermissionDenied("this session is served at another window")
         return live
 
     async def websocket(self, request: web.Request) -> web.WebSocketResponse:
