@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint proto check serve bench fuzz
+.PHONY: demo test lint proto check serve bench fuzz chromium
 
 $(BIN)/tongban: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,18 @@ demo: $(BIN)/tongban
 serve: $(BIN)/tongban
 	$(BIN)/tongban serve --config partners.toml
 
-test: $(BIN)/tongban lint
+test: $(BIN)/tongban lint chromium
 	$(BIN)/pytest
+
+# tests/test_sessions_browser.py drives Debian's Chromium through Playwright. Nothing to do
+# where one is installed; otherwise try apt (as root), and never fail: without Chromium
+# that test is skipped and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	       && apt-get update -qq >/dev/null 2>&1 \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	  || echo "chromium is not installed: tests/test_sessions_browser.py will be skipped"
 
 # the full fuzz run (tests/test_fuzz.py); `make test` runs a short one
 fuzz: $(BIN)/tongban

@@ -1,20 +1,24 @@
 // 聊天: chat lines and, muted between them, what else happened in the session.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { SIDE, fmtTime, html, who } from './common.js';
+import { SIDE, fileName, fmtTime, html, who } from './common.js';
 
 function systemLine(ev) {
   const note = ev.note ? `：${ev.note}` : '';
   switch (ev.type) {
     case 'joined': return '进入会话';
     case 'left': return '离开会话';
-    case 'material': return `共享了材料「${ev.name}」`;
+    case 'material': return `共享了材料「${fileName(ev)}」`;
     case 'identity':
       return ev.action === 'request' ? `请求身份核验${note}` : `身份核验结果：${ev.result === 'match' ? '一致' : '不一致'}${note}`;
     case 'signature': return ev.action === 'request' ? '请求群众电子签名' : '提交了群众电子签名';
     case 'guidance': return `推送了事项指引 ${ev.item}`;
     case 'delegate': return '提交了群众的异地帮办授权';
     case 'closed': return '结束了会话';
+    case 'refused':
+      return ev.reason === 'NO_DELEGATION'
+        ? `的表单修改${ev.field ? `（${ev.field}）` : ''}未生效：需要群众授权异地帮办`
+        : `的操作被拒绝：${ev.message || ev.reason}`;
     default: return null;
   }
 }

@@ -32,13 +32,16 @@ export function fmtSize(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-// A `material` event's `name` is the file's (§4 members); elsewhere it is the clerk's, so
-// the clerk of a material is named from the clerk's other events.
+// A `material` event names the file `file_name`; its `name` is the clerk's, as in every
+// event (docs/sessions.md §4). scripts/console_mock.py still puts the file's name in
+// `name`: then the clerk is named from the clerk's other events.
+export const fileName = (ev) => ev.file_name ?? ev.name ?? '';
+const fileInName = (ev) => ev.type === 'material' && ev.file_name === undefined;
 const clerkNames = new Map();
 export function learnNames(events) {
-  for (const ev of events) if (ev.type !== 'material' && ev.name) clerkNames.set(`${ev.side}/${ev.clerk}`, ev.name);
+  for (const ev of events) if (!fileInName(ev) && ev.name) clerkNames.set(`${ev.side}/${ev.clerk}`, ev.name);
 }
-const clerkName = (ev) => (ev.type === 'material' ? clerkNames.get(`${ev.side}/${ev.clerk}`) || ev.clerk : ev.name || ev.clerk);
+const clerkName = (ev) => (fileInName(ev) ? clerkNames.get(`${ev.side}/${ev.clerk}`) || ev.clerk : ev.name || ev.clerk);
 export const who = (ev) => `${clerkName(ev)}（${SIDE[ev.side] || ev.side}）`;
 
 export function useStore(store) {

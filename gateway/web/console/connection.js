@@ -120,6 +120,7 @@ export class SessionClient {
 
   start() {
     window.addEventListener('online', () => this.reconnectNow());
+    window.addEventListener('offline', () => this.wentOffline());
     window.addEventListener('pagehide', () => this.save());
     this.connect();
   }
@@ -141,6 +142,17 @@ export class SessionClient {
 
   reconnectNow() {
     if (this.state.conn === 'reconnecting' && !this.ws) this.connect();
+  }
+
+  wentOffline() {
+    // The network is gone: a socket can linger for minutes before TCP notices (browsers
+    // do not ping), so drop it now: the banner shows, messages stay pending, and `online`
+    // reconnects at once.
+    const ws = this.ws;
+    if (!ws || this.state.fatal || this.state.closed) return;
+    this.ws = null;
+    ws.close(1000, 'offline');
+    this.dropped(1006);
   }
 
   dropped(code) {
@@ -241,6 +253,10 @@ export class SessionClient {
     };
     if (ev.type === 'closed') patch.closed = ev;
     if (ev.type === 'delegate') patch.noDelegation = null;
+    if (ev.type === 'refused' && ev.reason === 'NO_DELEGATION') {
+      // §3/§4: the sequenced refusal, so the origin clerk also sees why (and asks the citizen)
+      patch.noDelegation = { message: ev.message, field: ev.field, mine, at: Date.now() };
+    }
     this.set(patch);
     this.saveSoon();
     this.ackSoon();

@@ -1,26 +1,26 @@
 // 材料, 身份核验, 电子签名: what the session gathers for the case.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { fmtSize, fmtTime, html, uploadMaterial, useMaterial, who } from './common.js';
+import { fileName, fmtSize, fmtTime, html, uploadMaterial, useMaterial, who } from './common.js';
 
 function MaterialViewer({ client, material, onClose }) {
   const got = useMaterial(client, material.sha256, material.media_type);
   return html`
     <div class="viewer-backdrop" onClick=${onClose}>
-      <div class="viewer" data-testid="material-viewer" role="dialog" aria-label=${material.name}
+      <div class="viewer" data-testid="material-viewer" role="dialog" aria-label=${fileName(material)}
            onClick=${(e) => e.stopPropagation()}>
         <div class="viewer-head">
-          <b>${material.name}</b><span class="muted">${fmtSize(material.size)} · ${material.sha256.slice(0, 12)}</span>
+          <b>${fileName(material)}</b><span class="muted">${fmtSize(material.size)} · ${material.sha256.slice(0, 12)}</span>
           <button class="x" aria-label="关闭" data-testid="material-viewer-close" onClick=${onClose}>×</button>
         </div>
         <div class="viewer-body">
           ${!got && html`<p class="muted">正在读取…</p>`}
           ${got?.error && html`<p class="bad-text">无法读取：${got.error}</p>`}
-          ${got?.kind === 'image' && html`<img src=${got.url} alt=${material.name} />`}
-          ${got?.kind === 'pdf' && html`<iframe src=${got.url} title=${material.name}></iframe>`}
+          ${got?.kind === 'image' && html`<img src=${got.url} alt=${fileName(material)} />`}
+          ${got?.kind === 'pdf' && html`<iframe src=${got.url} title=${fileName(material)}></iframe>`}
           ${got?.kind === 'file' && html`<p>此类文件不在此预览。</p>`}
         </div>
-        ${got?.url && html`<div class="viewer-foot"><a class="btn small" href=${got.url} download=${material.name}
+        ${got?.url && html`<div class="viewer-foot"><a class="btn small" href=${got.url} download=${fileName(material)}
                                                       data-testid="material-download">下载</a></div>`}
       </div>
     </div>`;
@@ -64,7 +64,7 @@ export function MaterialsPanel({ client, s }) {
         ${shared.map((m) => html`
           <li key=${m.seq} data-testid="material-item" data-sha256=${m.sha256}>
             <div class="file-main">
-              <b class="file-name">${m.name}</b>
+              <b class="file-name">${fileName(m)}</b>
               <span class="muted small">${fmtSize(m.size)} · <code title=${m.sha256}>${m.sha256.slice(0, 12)}</code></span>
               <span class="muted small">${who(m)} · ${fmtTime(m.at)}</span>
             </div>
