@@ -151,8 +151,7 @@ def _sessions_show(args: argparse.Namespace) -> int:
     over every event and both gateways' signatures of its head (docs/sessions.md §7)."""
     from gateway.config import load_config
     from gateway.errors import GatewayError
-    from gateway.sessions.transcript import verify_chain, verify_head
-    from gateway.signing import b64url
+    from gateway.sessions.transcript import BrokenChain, verify_transcript
     from gateway.store.offline import read_transcript
 
     path = _store_path(args)
@@ -163,35 +162,39 @@ def _sessions_show(args: argparse.Namespace) -> int:
         print(f"tongban: no closed session {args.session_id[:40]!r} in {path}", file=sys.stderr)
         return 1
     config = load_config(args.config, self_id=args.self_id)
-    for body in transcript.events:
-        event = json.loads(body)
+    problems = []
+    try:  # the chain, and each signature for this session, this case, this head
+        signed = verify_transcript(transcript.session_id, transcript.case_id,
+                                   transcript.events, list(transcript.signatures.values()),
+                                   lambda owner: config.gateways[owner].keys
+                                   if owner in config.gateways else ())
+        if sorted(c.iss for c in signed) != sorted(transcript.signatures):
+            problems.append("a signature is filed under another gateway")
+        if transcript.n != len(transcript.events):
+            problems.append("the stored count is not the chain's")
+    except BrokenChain as exc:
+        problems.append(f"chain: {exc.message}")
+    except GatewayError as exc:
+        problems.append(exc.message)
+    if len(transcript.signatures) < 2:
+        problems.append("fewer than two gateway signatures")
+    for i, body in enumerate(transcript.events, 1):
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            print(f"{i:>4} (not an event)")
+            continue
         members = {k: v for k, v in event.items()
                    if k not in ("seq", "at", "side", "clerk", "name", "cid", "type")}
         print(f"{event.get('seq', '?'):>4} {event.get('side', ''):6} "
               f"{str(event.get('name', ''))[:12]:12} {event.get('type', ''):10} "
               f"{json.dumps(members, ensure_ascii=False)[:120]}")
-    problems = []
-    try:
-        n, head = verify_chain(transcript.session_id, transcript.events)
-        if n != transcript.n or b64url(head) != transcript.head:
-            problems.append("the stored head is not the chain's")
-    except GatewayError as exc:
-        problems.append(f"chain: {exc.message}")
-        n, head = 0, b""
-    for gateway, token in sorted(transcript.signatures.items()):
-        keys = config.gateways[gateway].keys if gateway in config.gateways else ()
-        try:
-            signed = verify_head(token, lambda owner, k=keys: k)  # type: ignore[misc]
-            if signed.n != n or signed.head != head or signed.session != transcript.session_id:
-                problems.append(f"{gateway} signed another head")
-        except GatewayError as exc:
-            problems.append(f"{gateway}: {exc.message}")
-    if len(transcript.signatures) < 2:
-        problems.append("fewer than two gateway signatures")
     verdict = "OK" if not problems else "BAD: " + "; ".join(problems)
-    print(f"session {transcript.session_id} case {transcript.case_id or '-'}: {n} events, "
-          f"head {transcript.head}, signed by {', '.join(sorted(transcript.signatures))}: "
-          f"{verdict}")
+    print(f"session {transcript.session_id} case {transcript.case_id or '-'}: "
+          f"{len(transcript.events)} events, head {transcript.head}, signed by "
+          f"{', '.join(sorted(transcript.signatures))}: {verdict}")
     return 0 if not problems else 1
 
 

@@ -374,15 +374,15 @@ async def test_joins_that_do_not_fit_the_session_are_refused_4403(fed: Federatio
 
 
 @aio
-async def test_a_second_window_of_the_same_platform_may_join(fed: Federation) -> None:
-    """§2 fixes each side's platform, not its window: another clerk at 启东 joins."""
+async def test_a_second_window_of_the_same_platform_is_refused(fed: Federation) -> None:
+    """§2: the first join of a side fixes its platform and its window; a clerk at another
+    启东 window is refused 4403 and the session goes on."""
     async with pair(fed) as pr:
         token = join_token(ORIGIN, pr.session, side="origin", other=REMOTE, clerk="c2",
                            window="320681-w2")
         async with page(fed, OGW, hello(token)) as c:
-            await c.until(welcomed)
-            await pr.goes_on()
-            await c.until(lambda p: len(p.events()) == len(pr.a.events()))
+            assert await c.closed() == 4403
+        await pr.goes_on()
 
 
 @aio
@@ -408,9 +408,6 @@ async def test_a_binary_frame_is_refused_malformed(fed: Federation) -> None:
 
 
 @aio
-@bug("binary frames skip the rate limit (hub.py "
-                   "websocket(): the TEXT check comes before clerk.allow()), so a flood of "
-                   "them is answered frame by frame and never closed 4429")
 async def test_a_flood_of_binary_frames_is_rate_limited_and_closed_4429(
         fed: Federation) -> None:
     async with pair(fed) as pr, page(fed, OGW, hello(pr.a_token)) as flood:
@@ -434,11 +431,6 @@ async def test_a_flood_is_refused_rate_then_closed_4429(fed: Federation) -> None
 
 
 @aio
-@bug("a presence storm: each gateway answers the "
-                   "other's presence frame with its own (hub.py _frame, kind == 'presence', "
-                   "calls _presence, which sends a presence frame back over the pipe), so two "
-                   "linked gateways ping-pong presence forever and every browser gets "
-                   "thousands of presence messages a second")
 async def test_an_idle_session_sends_its_browsers_little_presence(fed: Federation) -> None:
     async with pair(fed) as pr:
         before = len(pr.a.of("presence")), len(pr.b.of("presence"))
@@ -582,9 +574,6 @@ async def test_a_hello_after_that_is_no_seq_of_the_session_replays_it_all(
 
 
 @aio
-@bug("hello.after true is taken as 1 (hub.py "
-                   "_hello: isinstance(True, int)), so the browser misses event 1; a bool is "
-                   "no seq, as the machine's _count rule says")
 async def test_a_hello_after_true_replays_it_all(fed: Federation) -> None:
     async with pair(fed) as pr, page(fed, RGW, hello(pr.b_token, after=True)) as again:
         await again.until(welcomed)
@@ -732,7 +721,6 @@ TRUNCATED = ("an upload is cut to what the socket has buffered (hub.py upload: "
 
 
 @aio
-@bug(TRUNCATED)
 async def test_an_11_mib_upload_without_content_length_is_refused_413(
         fed: Federation) -> None:
     async with pair(fed) as pr:
@@ -746,7 +734,6 @@ async def test_an_11_mib_upload_without_content_length_is_refused_413(
 
 
 @aio
-@bug(TRUNCATED)
 async def test_a_3_mb_upload_is_stored_whole(fed: Federation) -> None:
     async with pair(fed) as pr:
         scan = bytes(range(256)) * (3_000_000 // 256)
@@ -989,10 +976,6 @@ async def test_a_relay_open_that_is_not_the_callers_session_is_refused(
 
 
 @aio
-@bug("a refused open leaves a session behind "
-                   "(hub.py accept_relay stores the new Live in self.sessions before the "
-                   "check that its origin is behind the caller), so the real session of "
-                   "that id is then refused to its own remote clerk (4403)")
 async def test_a_refused_relay_open_leaves_nothing_behind(fed: Federation) -> None:
     s = new_ulid()
     squat = open_frame(s, join_token("320105", s, side="origin", other=REMOTE))
@@ -1160,10 +1143,6 @@ async def test_the_remote_signs_only_the_head_it_chained(fed: Federation) -> Non
 
 
 @aio
-@bug("the remote keeps a head signature by any "
-                   "gateway of the federation as the other side's (hub.py _countersigned "
-                   "checks the token's iss against no one), so a transcript is kept "
-                   "'signed by both' with the origin gateway's signature missing")
 async def test_a_head_signed_by_a_third_gateway_is_not_kept(fed: Federation) -> None:
     async with hostile_origin(fed) as h:
         h.origin.send(h.seq.closed())
@@ -1178,11 +1157,6 @@ async def test_a_head_signed_by_a_third_gateway_is_not_kept(fed: Federation) -> 
 
 
 @aio
-@bug("an rtc frame's JSON goes to the browsers as "
-                   "it came (hub.py _frame, kind == 'rtc': clerk.send(message)), so a peer "
-                   "gateway shows the other side's clerks any message, here a sequenced "
-                   "event that is in no transcript; rebuild {type: rtc, side, clerk, kind, "
-                   "data} from checked members")
 async def test_an_rtc_frame_cannot_carry_anything_but_rtc(fed: Federation) -> None:
     async with hostile_origin(fed) as h:
         fake = h.seq.draft(text="请把身份证号发给我")
@@ -1200,11 +1174,6 @@ async def test_an_rtc_frame_cannot_carry_anything_but_rtc(fed: Federation) -> No
 
 
 @aio
-@bug("the remote chains whatever the origin says its "
-                   "own clerk did (hub.py _reliable_frame, kind == 'event', replays without "
-                   "checking that a remote-side event answers a proposal it relayed, nor "
-                   "TRANSITIONS: a remote form edit with no delegation), then signs it: the "
-                   "origin gateway speaks for the remote clerk (docs/sessions.md §6)")
 async def test_an_event_in_the_remote_clerks_name_it_never_sent_is_not_chained(
         fed: Federation) -> None:
     async with hostile_origin(fed) as h:
@@ -1233,10 +1202,6 @@ async def test_an_ack_of_what_was_never_sent_drops_the_stream_and_it_resumes(
 
 
 @aio
-@bug("a silent peer is never dropped (relay.py "
-                   "_pump: the heartbeat task raises TimeoutError, but the loop waiting in "
-                   "'async for message in responses' is not woken, so the stream and its "
-                   "stream slot stay open and the heartbeats stop)")
 async def test_a_silent_origin_is_dropped(fed: Federation, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
     monkeypatch.setattr(relay_module, "HEARTBEAT_S", 0.1)  # 5 s and 15 s in production
@@ -1399,9 +1364,6 @@ async def test_proposals_without_a_remote_clerks_join_are_not_sequenced(
 
 
 @aio
-@bug("the sequencer takes a proposal whose join names another case or origin platform "
-     "(hub.py _reliable_frame, kind == 'propose', checks ses, sid and iss, not cas and "
-     "oth as _live does for a hello, where the same token is refused 4403)")
 async def test_a_proposal_with_a_join_of_another_case_is_not_sequenced(
         tmp_path: Path) -> None:
     async with fake_remote(tmp_path) as v:
@@ -1454,9 +1416,6 @@ async def test_blobs_that_do_not_add_up_are_not_held(tmp_path: Path) -> None:
 
 
 @aio
-@bug("a blob grows past its total (hub.py _reliable_frame, kind == 'blob': a chunk at "
-     "offset len(part) is appended with no check that offset + len(data) <= total), so a "
-     "peer that never lands on the total exactly makes the gateway hold any amount")
 async def test_a_blob_never_grows_past_its_total(tmp_path: Path) -> None:
     async with fake_remote(tmp_path) as v:
         digest = hashlib.sha256(b"never complete").hexdigest()
@@ -1469,10 +1428,6 @@ async def test_a_blob_never_grows_past_its_total(tmp_path: Path) -> None:
 
 
 @aio
-@bug("no back-pressure at the sequencer (hub.py _message: only the remote side awaits "
-     "live.writable; the origin applies its clerks' messages with 256 frames unacknowledged "
-     "and keeps every event in live.out), so a remote that never acknowledges makes the "
-     "origin gateway hold everything, unbounded")
 async def test_a_remote_that_never_acknowledges_stops_the_origin_reading(
         tmp_path: Path) -> None:
     async with fake_remote(tmp_path) as v:
@@ -1488,9 +1443,6 @@ async def test_a_remote_that_never_acknowledges_stops_the_origin_reading(
 
 
 @aio
-@bug("an ack of a frame never sent kills the origin's relay for good (hub.py _frame: "
-     "Link.ack raises LinkError, a FailedPrecondition that _keep_relay does not catch: the "
-     "task dies and the session is never relayed again)")
 async def test_an_ack_beyond_what_was_sent_drops_the_stream_and_the_origin_reopens(
         tmp_path: Path) -> None:
     async with fake_remote(tmp_path) as v:
@@ -1503,8 +1455,6 @@ async def test_an_ack_beyond_what_was_sent_drops_the_stream_and_the_origin_reope
 
 
 @aio
-@bug("a silent peer is never dropped (relay.py _pump: see test_a_silent_origin_is_dropped)"
-     "; the origin keeps waiting on a remote that says nothing and never reopens")
 async def test_a_silent_remote_is_dropped_and_the_origin_reopens(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(relay_module, "HEARTBEAT_S", 0.1)
@@ -1667,18 +1617,17 @@ TAMPERS: dict[str, tuple[Callable[[Row, Closed], object], str]] = {
     "an event edited": (lambda r, c: edit_event(r, _second_chat(r), text="我放弃申请"),
                         "names another head"),  # the closed event's, and the signed ones
     "an event edited, the stored head made to fit": (lambda r, c: _edit_and_rehead(
-        r, c.session), "signed another head"),
-    "an event deleted": (lambda r, c: _drop(r, 2), "chain: event 2 is missing or out of order"),
+        r, c.session), "do not lead to the head"),
+    "an event deleted": (lambda r, c: _drop(r, 2), "event 2 is missing or out of order"),
     "the closed event cut off, the head made to fit": (lambda r, c: _truncate(r, c.session),
-                                                       "signed another head"),
-    "two events swapped": (lambda r, c: _swap(r, 2, 3),
-                           "chain: event 2 is missing or out of order"),
+                                                       "signed 7 events, the transcript has 6"),
+    "two events swapped": (lambda r, c: _swap(r, 2, 3), "event 2 is missing or out of order"),
     "a signature dropped": (lambda r, c: r.signatures.pop(OGW),
                             "fewer than two gateway signatures"),
     "a signature of another session": (lambda r, c: r.signatures.__setitem__(
-        OGW, row_of(c.db, c.other).signatures[OGW]), f"{OGW} signed another head"),
+        OGW, row_of(c.db, c.other).signatures[OGW]), f"{OGW} signed the head of another"),
     "one gateway's signature under both names": (lambda r, c: r.signatures.__setitem__(
-        RGW, r.signatures[OGW]), f"{RGW}: "),
+        RGW, r.signatures[OGW]), "filed under another gateway"),
     "a signature's bytes changed": (lambda r, c: r.signatures.__setitem__(
         OGW, forged(r.signatures[OGW])), f"{OGW}: "),
 }
@@ -1696,9 +1645,6 @@ def test_a_tampered_transcript_is_refused_by_sessions_show(
     assert ": BAD: " in verdict and says in verdict, verdict
 
 
-@bug("`tongban sessions show` never compares the signed cas with the stored case_id "
-     "(cli.py _sessions_show; transcript.verify_transcript does, but is not used), so a "
-     "transcript moved to another case's evidence shows OK")
 def test_a_transcript_moved_to_another_case_is_refused(
         closed: Closed, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tamper(closed, tmp_path, lambda row: setattr(row, "case_id", new_ulid()))
@@ -1706,9 +1652,6 @@ def test_a_transcript_moved_to_another_case_is_refused(
     assert code == 1 and "BAD" in out, out
 
 
-@bug("`tongban sessions show` prints every event with json.loads before it checks the chain "
-     "(cli.py _sessions_show, the loop over transcript.events), so an event that is not a "
-     "JSON object ends in a traceback, not a BAD verdict naming it")
 @pytest.mark.parametrize("junk", [b"\xff\xfe not UTF-8", b"[1, 2]", b"{\"seq\": "])
 def test_a_stored_event_that_is_not_an_event_is_named_not_a_crash(
         junk: bytes, closed: Closed, tmp_path: Path,

@@ -26,7 +26,7 @@ from aiohttp import WSMsgType, web
 from gateway.batchsign import BatchSigner
 from gateway.client import CallError
 from gateway.config import Config
-from gateway.errors import GatewayError, PermissionDenied, Unauthenticated
+from gateway.errors import GatewayError, PermissionDenied, Unauthenticated, Unavailable
 from gateway.pb.tongban.v1 import session_pb2 as spb
 from gateway.signing import SigningKey
 from gateway.types import Clock
@@ -39,6 +39,7 @@ from .tokens import Join, Side, verify_delegation, verify_join
 from .transcript import sign_head, verify_head
 
 log = logging.getLogger("tongban.sessions")
+RTC_KINDS: Final = frozenset({"offer", "answer", "candidate", "bye"})
 MAX_MESSAGE: Final = 64 * 1024  # bytes of one WebSocket message (docs/sessions.md §4)
 MAX_MATERIAL: Final = 10 * 1024 * 1024
 CHUNK: Final = 1024 * 1024
@@ -100,6 +101,7 @@ class Live:
     peer_clerks: list[str] = field(default_factory=list)
     signatures: dict[str, str] = field(default_factory=dict)  # gateway id -> head token
     windows: dict[str, str] = field(default_factory=dict)  # side -> its window (fixed)
+    proposed: set[tuple[str, str]] = field(default_factory=set)  # (clerk, cid) relayed
     writable: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -185,13 +187,13 @@ class SessionHub:
                 return ws
             live = self.sessions[clerk.join.session]
             async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
-                    await _refuse(clerk, "", "MALFORMED", "只接受 JSON 文本消息")
-                    continue
                 if not clerk.allow():
                     await _refuse(clerk, "", "RATE", "发送过快，请稍候")
                     if clerk.over > 2 * BURST:
                         await ws.close(code=4429, message=b"too many messages")
+                    continue
+                if msg.type is not WSMsgType.TEXT:
+                    await _refuse(clerk, "", "MALFORMED", "只接受 JSON 文本消息")
                     continue
                 await self._message(live, clerk, msg.data)
         finally:
@@ -233,7 +235,8 @@ class SessionHub:
         clerk = Clerk(ws=ws, join=join, token=hello["token"])
         live.clerks.add(clerk)
         await clerk.send(self._welcome(live, clerk))
-        start = after if isinstance(after, int) and 0 <= after <= live.seq else 0
+        start = after if isinstance(after, int) and not isinstance(after, bool) \
+            and 0 <= after <= live.seq else 0
         for event in live.session.events_after(start):
             await clerk.send({"type": "event", "event": event})
         self._ensure_relay(live)
@@ -251,11 +254,16 @@ class SessionHub:
         here = any(c.join.side != side for c in live.clerks)
         return here or bool(live.peer_clerks)
 
-    async def _presence(self, live: Live) -> None:
+    async def _presence(self, live: Live, *, relay: bool = True) -> None:
+        """Tell this side's browsers who of the other side is online; with relay, tell
+        the other gateway who of this side is (never in answer to its own word: two
+        gateways answering each other's presence would never stop)."""
         mine = sorted({c.join.name for c in live.clerks})
-        if live.pipe is not None:
+        if relay and live.pipe is not None:
             live.pipe.send(spb.RelayFrame(presence=spb.RelayPresence(clerks=mine)))
         up = "up" if live.pipe is not None and not live.pipe.done.is_set() else "down"
+        if up == "down":
+            live.peer_clerks = []  # nobody is known to be there while the link is down
         for clerk in list(live.clerks):
             names = sorted({c.join.name for c in live.clerks if c.join.side != clerk.join.side})
             await clerk.send({"type": "presence", "side": _other(clerk.join.side),
@@ -282,6 +290,7 @@ class SessionHub:
         if live.sequencer:
             await self._apply(live, clerk.join.side, clerk.join, message, clerk)
             return
+        live.proposed.add((clerk.join.clerk, str(message.get("cid", ""))))
         self._reliable(live, spb.RelayFrame(propose=spb.RelayPropose(
             join=clerk.token, message=json.dumps(message, ensure_ascii=False).encode())))
 
@@ -316,7 +325,7 @@ class SessionHub:
                    message: Mapping[str, Any]) -> None:
         """WebRTC signalling: to the other side's browsers, not sequenced (§4)."""
         data = message.get("data")
-        if message.get("kind") not in {"offer", "answer", "candidate", "bye"} \
+        if message.get("kind") not in RTC_KINDS \
                 or len(json.dumps(data)) > 16 * 1024:
             return
         out = {"type": "rtc", "side": side, "clerk": clerk_id, "kind": message["kind"],
@@ -348,7 +357,12 @@ class SessionHub:
         if request.content_length is not None and request.content_length > MAX_MATERIAL:
             return web.json_response({"reason": "TOO_LARGE", "message": "材料不能超过 10 MiB"},
                                      status=413)
-        data = await request.content.read(MAX_MATERIAL + 1)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            body.extend(chunk)
+            if len(body) > MAX_MATERIAL:
+                break
+        data = bytes(body)
         if len(data) > MAX_MATERIAL or not data:
             return web.json_response({"reason": "TOO_LARGE", "message": "材料为空或超过 10 MiB"},
                                      status=413)
@@ -416,10 +430,12 @@ class SessionHub:
             first = spb.RelayFrame(open=spb.RelayOpen(
                 session_id=live.id, case_id=live.case, origin_join=origin_join,
                 received=live.inn.received))
+            pipe.send(spb.RelayFrame(presence=spb.RelayPresence(
+                clerks=sorted({c.join.name for c in live.clerks}))))  # who is here, once
             try:
                 await client.run(first, pipe, functools.partial(self._frame, live, pipe=pipe))
                 delay = RECONNECT_S[0]
-            except (CallError, TimeoutError, OSError) as exc:
+            except (CallError, GatewayError, TimeoutError, OSError) as exc:
                 log.info("relay of session %s to %s dropped: %s", live.id, peer,
                          str(exc)[:120])
             finally:
@@ -442,6 +458,9 @@ class SessionHub:
             if self._gateway_of(join.other) != self.config.self_id:
                 raise PermissionDenied("the session's remote platform is not here",
                                        field="frame.open.origin_join")
+            if self._gateway_of(join.iss) != caller:
+                raise PermissionDenied("the session's origin is not behind this caller",
+                                       field="frame.open")
             live = Live(id=join.session, case=join.case, side="remote", origin=join.iss,
                         remote=join.other, session=Session(
                             join.session, case=join.case, origin=join.iss, remote=join.other,
@@ -465,7 +484,11 @@ class SessionHub:
     async def _frame(self, live: Live, frame: spb.RelayFrame, *, pipe: Pipe) -> None:
         kind = frame.WhichOneof("frame")
         if kind == "ack":
-            live.out.ack(frame.ack.n)
+            try:
+                live.out.ack(frame.ack.n)
+            except GatewayError:  # acknowledges what was never sent: drop the stream
+                raise Unavailable(f"session {live.id}: the other gateway acknowledged "
+                                  f"frame {frame.ack.n}, never sent") from None
             if not live.out.window_full:
                 live.writable.set()
             if live.side == "origin" and not pipe.synced:  # the remote's answer to open
@@ -473,15 +496,20 @@ class SessionHub:
                 _resend(live, pipe, frame.ack.n)
             return
         if kind == "presence":
-            live.peer_clerks = list(frame.presence.clerks)[:16]
-            await self._presence(live)
+            live.peer_clerks = [str(name)[:32] for name in frame.presence.clerks][:16]
+            await self._presence(live, relay=False)
             return
         if kind == "rtc":
             message = _json(frame.rtc.message.decode("utf-8", "replace"))
-            if isinstance(message, dict):
+            other = _other(live.side)
+            if isinstance(message, dict) and frame.rtc.side == other \
+                    and message.get("kind") in RTC_KINDS \
+                    and len(json.dumps(message.get("data"))) <= 16 * 1024:
+                out = {"type": "rtc", "side": other, "clerk": str(frame.rtc.clerk)[:64],
+                       "kind": message["kind"], "data": message.get("data")}
                 for clerk in list(live.clerks):
-                    if clerk.join.side != frame.rtc.side:
-                        await clerk.send(message)
+                    if clerk.join.side != other:
+                        await clerk.send(out)
             return
         if kind in ("event", "propose", "blob", "sign", "refused"):
             body = live.inn.accept(frame.n, frame.SerializeToString())
@@ -494,13 +522,24 @@ class SessionHub:
         if kind == "blob":
             blob = frame.blob
             part = live.partial.setdefault(blob.sha256, bytearray())
-            if blob.offset == len(part) and blob.total <= MAX_MATERIAL:
+            if blob.offset == len(part) and blob.total <= MAX_MATERIAL \
+                    and blob.offset + len(blob.data) <= blob.total:
                 part.extend(blob.data)
+            else:  # not the next piece of a material within its stated size
+                live.partial.pop(blob.sha256, None)
+                return
             if len(part) == blob.total:
                 del live.partial[blob.sha256]
                 if hashlib.sha256(part).hexdigest() == blob.sha256:
                     self._hold(live, blob.sha256, blob.media_type, bytes(part))
         elif kind == "event" and live.side == "remote":
+            said = _json(frame.event.event.decode("utf-8", "replace"))
+            if isinstance(said, dict) and said.get("side") == "remote" and (
+                    str(said.get("clerk")), str(said.get("cid"))) not in live.proposed:
+                # no gateway speaks for a clerk: a remote-side event answers a proposal
+                log.warning("session %s: event %d in a remote clerk's name it never sent",
+                            live.id, frame.event.seq)
+                return
             try:
                 event = live.session.replay(frame.event.event)
             except GatewayError as exc:  # not the next event of a well-formed chain
@@ -515,6 +554,7 @@ class SessionHub:
                 return
             message = _json(frame.propose.message.decode("utf-8", "replace"))
             if join.session == live.id and join.side == "remote" and join.iss == live.remote \
+                    and join.case == live.case and join.other == live.origin \
                     and isinstance(message, dict):
                 await self._apply(live, "remote", join, message, None)
         elif kind == "refused" and live.side == "remote":
@@ -545,6 +585,11 @@ class SessionHub:
                         exc.message)
             return
         chain = live.session.transcript
+        other = self._gateway_of(live.remote if live.sequencer else live.origin)
+        if head.iss != other:
+            log.warning("session %s: a head signed by %s, not the other side's gateway",
+                        live.id, head.iss)
+            return
         if head.session != live.id or head.n != chain.n or head.head != chain.head:
             log.warning("session %s: the other gateway signed another transcript", live.id)
             return

@@ -101,19 +101,21 @@ async def _pump(responses: AsyncIterator[Any], pipe: Pipe, on_frame: OnFrame,
     async def beat() -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            if clock.now() - pipe.last_heard > SILENCE_S:
-                raise TimeoutError("the relay fell silent")
             pipe.send(spb.RelayFrame(heartbeat=spb.RelayHeartbeat(at=clock.now())))
 
     heart = asyncio.create_task(beat())
+    incoming = aiter(responses)
     try:
-        async for message in responses:
+        while True:
+            try:  # a peer that says nothing, heartbeats included, is gone (§6)
+                async with asyncio.timeout(SILENCE_S):
+                    message = await anext(incoming)
+            except StopAsyncIteration:
+                break
             pipe.last_heard = clock.now()
             frame = message.frame if not isinstance(message, spb.RelayFrame) else message
             if frame.WhichOneof("frame") != "heartbeat":
                 await on_frame(frame)
-            if heart.done():
-                break
     finally:
         heart.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
