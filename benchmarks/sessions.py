@@ -3,13 +3,11 @@
     python -m benchmarks.sessions [--sessions 200] [--rates 0.5,2] [--duration 10]
                                   [--open-budget-s 20] [--rss-budget-mb 1024] [--profile DIR]
 
-Three roles of this one file, each its own process: the bench (this command: it starts
-the others, samples their CPU and RSS from /proc and prints the tables), a load
-generator (``--role load``: every clerk's socket, aiohttp, 25 sessions per connection
-pool) and the baseline server (``--role echo``: an aiohttp WebSocket server that sends
-each text frame to every socket of its pair, the sender's too, as the gateway sends each
-event to every clerk of the session). The bench drives the load generator over its stdin
-(``open N``, ``step RATE SECONDS WARMUP COUNT``, ``close``) and reads what it prints.
+The bench starts every process (benchmarks/session_load.py: the load generator with
+every clerk's socket, and the baseline server), samples their CPU and RSS from /proc and
+prints the tables. First the baseline, a direct WebSocket server that sends each frame
+to both sockets of its pair, then the gateways, each phase with the same sessions and
+message rates, measured the same way.
 
 The gateways: 320000-gw with the origin window 启东 320681 and 310000-gw with the remote
 region 上海 310000, linked (the demo federation on fresh ports). Each session has one
@@ -30,333 +28,21 @@ import asyncio
 import contextlib
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
-from aiohttp import web
+from benchmarks.common import ROOT, cpu_seconds, free_port
+from benchmarks.run import bench_config, healthy, scrape_totals
+from benchmarks.session_load import DRAIN_S
 
-from benchmarks.common import ROOT, cpu_seconds, free_port, install_uvloop
-from benchmarks.run import bench_config, healthy
-
-ORIGIN, REMOTE = "320681", "310000"  # 启东 window, 上海 handling region
 GATEWAYS: Final = {"origin": "320000-gw", "remote": "310000-gw"}
-PER_POOL: Final = 25  # sessions per aiohttp.ClientSession
-OPENING: Final = 16  # sessions opened at once
-READY_S: Final = 20.0  # a session's two clerks see each other (the relay is up) within
-DRAIN_S: Final = 10.0
 DIRECTIONS: Final = {"o>r": "origin→remote", "r>o": "remote→origin",
                      "r>r": "remote round trip"}
 GOAL_P99_MS: Final = 20.0
-
-
-# ---- the baseline: a WebSocket server that relays within pairs, in its own process ----
-
-async def serve_echo(port: int) -> None:
-    """Each socket says {"type": "hello", "session": id}; every text frame after that
-    goes to every socket of its session, the sender's included."""
-    rooms: dict[str, set[web.WebSocketResponse]] = {}
-
-    async def handle(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=64 * 1024, heartbeat=20.0)
-        await ws.prepare(request)
-        hello = json.loads((await ws.receive()).data)
-        room = rooms.setdefault(hello["session"], set())
-        room.add(ws)
-        await ws.send_str('{"type": "welcome"}')
-        try:
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    for peer in list(room):
-                        await peer.send_str(msg.data)
-        finally:
-            room.discard(ws)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print("READY", flush=True)
-    await asyncio.Event().wait()
-
-
-# ---- the load generator: every clerk's socket ----------------------------------------
-
-@dataclass(eq=False)
-class Sent:
-    side: str  # "o" or "r"
-    measured: bool
-    cross: bool = False  # reached the other side's socket
-    own: bool = False  # came back to the sender's socket
-
-
-@dataclass(eq=False)
-class Socket:
-    ws: aiohttp.ClientWebSocketResponse
-    side: str  # "o" or "r"
-    name: str
-    seq: int = 0
-    welcomed: asyncio.Event = field(default_factory=asyncio.Event)
-    peer_seen: asyncio.Event = field(default_factory=asyncio.Event)
-    reader: asyncio.Task[None] | None = None
-    closed_event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(eq=False)
-class Pair:
-    index: int
-    origin: Socket
-    remote: Socket
-    count: int = 0
-
-
-class Load:
-    """The clerks of every session, one process; numbers kept for the bench to read."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.gateway = args.echo is None
-        self.pairs: list[Pair] = []
-        self.pools: list[aiohttp.ClientSession] = []
-        self.sent: dict[str, Sent] = {}
-        self.latency: dict[str, list[float]] = {k: [] for k in DIRECTIONS}
-        self.problems: Counter[str] = Counter()
-        self.presence = 0
-        self.first_error = ""
-        self._keys: dict[str, Any] = {}
-
-    # -- opening ---------------------------------------------------------------------
-    def _pool(self, index: int) -> aiohttp.ClientSession:
-        while len(self.pools) <= index // PER_POOL:
-            self.pools.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
-        return self.pools[index // PER_POOL]
-
-    def _hello(self, session: str, side: str, index: int) -> dict[str, Any]:
-        if not self.gateway:
-            return {"type": "hello", "session": session}
-        from gateway.sessions.tokens import sign_join
-        from gateway.signing import load_private_key
-
-        partner, other = (ORIGIN, REMOTE) if side == "origin" else (REMOTE, ORIGIN)
-        if partner not in self._keys:
-            pem = (ROOT / "demo-keys" / f"{partner}.pem").read_bytes()
-            self._keys[partner] = load_private_key(pem, kid=f"{partner}#k1")
-        token = sign_join(self._keys[partner], clerk=f"{side[0]}{index}",
-                          name=f"{side}-{index}", window=f"{partner}-w{index}",
-                          session=session, case="", side=side, other=other, now=time.time())
-        return {"type": "hello", "token": token, "after": 0}
-
-    async def _connect(self, url: str, hello: dict[str, Any], side: str, index: int
-                       ) -> Socket:
-        ws = await self._pool(index).ws_connect(url)
-        sock = Socket(ws, side[0], f"{side}-{index}")
-        sock.reader = asyncio.create_task(self._read(sock))
-        await ws.send_str(json.dumps(hello))
-        return sock
-
-    async def open_one(self, index: int) -> Pair:
-        from gateway.ids import new_ulid
-
-        session = new_ulid()
-        urls = {"origin": self.args.origin or self.args.echo,
-                "remote": self.args.remote or self.args.echo}
-        socks = [await self._connect(urls[side], self._hello(session, side, index), side,
-                                     index) for side in ("origin", "remote")]
-        async with asyncio.timeout(READY_S):
-            for sock in socks:
-                await sock.welcomed.wait()
-            if self.gateway:  # each sees the other's clerk: the relay is up
-                for sock in socks:
-                    await sock.peer_seen.wait()
-        return Pair(index, *socks)
-
-    def _new_problems(self, since: Counter[str]) -> dict[str, int]:
-        return dict(self.problems - since)
-
-    async def open(self, n: int) -> dict[str, Any]:
-        t0, failed, since = time.perf_counter(), 0, self.problems.copy()
-        slots = asyncio.Semaphore(OPENING)
-        base = len(self.pairs)
-
-        async def one(index: int) -> Pair | None:
-            nonlocal failed
-            async with slots:
-                try:
-                    return await self.open_one(index)
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    failed += 1
-                    self.first_error = self.first_error or f"open: {type(exc).__name__} {exc}"
-                    return None
-
-        opened = await asyncio.gather(*(one(base + i) for i in range(n)))
-        self.pairs += [p for p in opened if p is not None]
-        return {"sessions": len(self.pairs), "failed": failed,
-                "seconds": time.perf_counter() - t0, "first_error": self.first_error,
-                "problems": self._new_problems(since)}
-
-    # -- receiving -------------------------------------------------------------------
-    async def _read(self, sock: Socket) -> None:
-        async for msg in sock.ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            now = time.perf_counter()
-            message = json.loads(msg.data)
-            kind = message.get("type")
-            if kind == "event":
-                self._event(sock, message["event"], now)
-            elif kind == "chat":  # the baseline sends the message itself
-                self._chat(sock, message["cid"], message["text"], now)
-            elif kind == "welcome":
-                sock.welcomed.set()
-            elif kind == "presence":
-                self.presence += 1
-                if message["clerks"]:
-                    sock.peer_seen.set()
-            elif kind == "refused":
-                self.problems[f"refused {message.get('reason')}"] += 1
-        if not sock.closed_event.is_set():
-            self.problems["socket closed by the server"] += 1
-
-    def _event(self, sock: Socket, event: dict[str, Any], now: float) -> None:
-        if event["seq"] != sock.seq + 1:
-            self.problems["events out of order or missing (seq gap)"] += 1
-        sock.seq = event["seq"]
-        if event["type"] == "chat":
-            self._chat(sock, event["cid"], event["text"], now)
-        elif event["type"] == "closed":
-            sock.closed_event.set()
-
-    def _chat(self, sock: Socket, cid: str, text: str, now: float) -> None:
-        sent = self.sent.get(cid)
-        if sent is None:
-            self.problems["events after the drain (late)"] += 1
-            return
-        cross = sock.side != sent.side
-        if (sent.cross if cross else sent.own):
-            self.problems["events received twice"] += 1
-            return
-        if cross:
-            sent.cross = True
-        else:
-            sent.own = True
-        direction = f"{sent.side}>{sock.side}"
-        if sent.measured and direction in self.latency:
-            self.latency[direction].append(now - int(text) / 1e9)
-
-    # -- sending ---------------------------------------------------------------------
-    async def _send(self, pair: Pair, measured: bool) -> None:
-        remote = pair.count % self.args.remote_every == self.args.remote_every - 1
-        sock = pair.remote if remote else pair.origin
-        cid = f"{sock.side}{pair.index}.{pair.count}"
-        pair.count += 1
-        t0 = time.perf_counter_ns()
-        self.sent[cid] = Sent(sock.side, measured)
-        await sock.ws.send_str(json.dumps({"type": "chat", "cid": cid, "text": str(t0)}))
-
-    async def step(self, rate: float, seconds: float, warmup: float, count: int
-                   ) -> dict[str, Any]:
-        """Open loop: one message every 1/(rate × count) s, to the sessions in turn, for
-        warmup + seconds; START and END bound the measured part; then wait for every
-        message to reach both sockets (DRAIN_S at most)."""
-        pairs, since = self.pairs[:count], self.problems.copy()
-        interval = 1 / (rate * len(pairs))
-        self.sent.clear()
-        for samples in self.latency.values():
-            samples.clear()
-        start = time.perf_counter()
-        measure_from, stop_at = start + warmup, start + warmup + seconds
-        k, lag, due, in_window, presence0 = 0, 0.0, start, 0, 0
-        started = False
-        while (now := time.perf_counter()) < stop_at:
-            if not started and now >= measure_from:
-                started, presence0 = True, self.presence
-                print("START", flush=True)
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
-            lag = max(lag, now - due)
-            await self._send(pairs[k % len(pairs)], started)
-            in_window += started
-            k, due = k + 1, due + interval
-        print("END", flush=True)
-        presence = self.presence - presence0
-        drained = time.perf_counter()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_S):
-                while any(not (s.cross and s.own) for s in self.sent.values()):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-        lost = sum(not s.cross for s in self.sent.values())
-        lost_own = sum(not s.own for s in self.sent.values())
-        if lost:
-            self.problems["messages that never reached the other side"] += lost
-        if lost_own:
-            self.problems["messages that never came back to their sender"] += lost_own
-        self.sent.clear()
-        return {"rate_per_session": rate, "sessions": len(pairs), "messages": in_window,
-                "messages_per_s": in_window / seconds, "pacer_lag_ms": 1000 * lag,
-                "presence_per_s": presence / seconds,
-                "drain_s": time.perf_counter() - drained,
-                "latency": {d: spread(v) for d, v in self.latency.items()},
-                "problems": self._new_problems(since), "first_error": self.first_error}
-
-    async def close(self) -> dict[str, Any]:
-        """Gateways: the origin clerk closes each session; both clerks must see it."""
-        t0, failed = time.perf_counter(), 0
-        slots = asyncio.Semaphore(OPENING)
-
-        async def one(pair: Pair) -> None:
-            nonlocal failed
-            async with slots:
-                try:
-                    await pair.origin.ws.send_str(json.dumps({"type": "close",
-                                                              "cid": f"x{pair.index}"}))
-                    async with asyncio.timeout(READY_S):
-                        await pair.origin.closed_event.wait()
-                        await pair.remote.closed_event.wait()
-                except (TimeoutError, ConnectionError) as exc:
-                    failed += 1
-                    self.first_error = self.first_error or f"close: {type(exc).__name__}"
-
-        if self.gateway:
-            await asyncio.gather(*(one(p) for p in self.pairs))
-        for pair in self.pairs:
-            for sock in (pair.origin, pair.remote):
-                sock.closed_event.set()
-                await sock.ws.close()
-        return {"closed": len(self.pairs) - failed, "failed": failed,
-                "seconds": time.perf_counter() - t0}
-
-    async def serve(self) -> None:
-        """Commands on stdin, one per line; answers on stdout."""
-        print("READY", flush=True)
-        while line := (await asyncio.to_thread(sys.stdin.readline)).split():
-            if line[0] == "open":
-                print("OPENED " + json.dumps(await self.open(int(line[1]))), flush=True)
-            elif line[0] == "step":
-                rate, seconds, warmup = (float(x) for x in line[1:4])
-                result = await self.step(rate, seconds, warmup, int(line[4]))
-                print("RESULT " + json.dumps(result), flush=True)
-            elif line[0] == "close":
-                print("CLOSED " + json.dumps(await self.close()), flush=True)
-        for pool in self.pools:
-            await pool.close()
-
-
-def spread(samples: list[float]) -> dict[str, float]:
-    """n, p50, p99 and max in ms of samples in seconds."""
-    if not samples:
-        return {"n": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
-    ordered = sorted(samples)
-    return {"n": len(ordered), "p50": 1000 * statistics.median(ordered),
-            "p99": 1000 * ordered[int(0.99 * (len(ordered) - 1))], "max": 1000 * ordered[-1]}
+LOAD: Final = (sys.executable, "-m", "benchmarks.session_load")
 
 
 # ---- the bench: processes, /proc, tables ---------------------------------------------
@@ -371,14 +57,16 @@ def progress(what: str) -> None:
 class Child:
     """A process of the bench: lines it prints are queued; commands go to its stdin."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, profiled: bool) -> None:
-        self.name, self.proc, self.profiled = name, proc, profiled
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, profiled: bool,
+                 log: Path | None) -> None:
+        self.name, self.proc, self.profiled, self.log = name, proc, profiled, log
         self.lines: asyncio.Queue[str] = asyncio.Queue()
         self.tail: list[str] = []
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, name: str, *argv: str, profile: Path | None = None) -> Child:
+    async def start(cls, name: str, *argv: str, profile: Path | None = None,
+                    logs: Path | None = None) -> Child:
         if profile is not None:
             spy = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
             argv = (spy, "record", "--format", "raw", "--rate", "250", "-o",
@@ -386,13 +74,17 @@ class Child:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
-        return cls(name, proc, profile is not None)
+        return cls(name, proc, profile is not None,
+                   logs / f"{name}.log" if logs is not None else None)
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             self.tail = [*self.tail[-19:], line]
+            if self.log is not None:
+                with self.log.open("a", encoding="utf-8") as out:
+                    out.write(f"{time.time():.3f} {line}\n")
             await self.lines.put(line)
 
     async def expect(self, prefix: str, within: float = 120.0) -> str:
@@ -430,7 +122,7 @@ class Child:
         raise RuntimeError("no VmRSS")
 
     async def stop(self) -> None:
-        if self.name == "load" and self.proc.stdin is not None:  # it ends with its input
+        if self.name.startswith("load") and self.proc.stdin is not None:  # it ends with its input
             self.proc.stdin.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -498,13 +190,12 @@ async def common_part(load: Child, servers: dict[str, Child], args: argparse.Nam
 
 async def echo_phase(args: argparse.Namespace, procs: list[Child]) -> dict[str, Any]:
     port = free_port()
-    echo = await Child.start("echo", sys.executable, "-m", "benchmarks.sessions", "--role",
-                             "echo", "--port", str(port))
+    echo = await Child.start("echo", *LOAD, "echo", "--port", str(port), logs=args.logs)
     procs.append(echo)
     await echo.expect("READY", within=30)
-    load = await Child.start("load", sys.executable, "-m", "benchmarks.sessions", "--role",
-                             "load", "--echo", f"http://127.0.0.1:{port}/ws",
-                             "--remote-every", str(args.remote_every))
+    load = await Child.start("load-echo", *LOAD, "load", "--echo",
+                             f"http://127.0.0.1:{port}/ws", "--remote-every",
+                             str(args.remote_every), logs=args.logs)
     procs.append(load)
     result = await common_part(load, {"echo": echo}, args)
     await load.command("close", "CLOSED")
@@ -519,18 +210,21 @@ async def gateway_phase(args: argparse.Namespace, procs: list[Child], tmp: Path
     for side, gw in GATEWAYS.items():
         servers[side] = await Child.start(gw, sys.executable, "-m", "gateway.cli", "serve",
                                           "--config", str(config), "--as", gw,
-                                          profile=args.profile)
+                                          profile=args.profile, logs=args.logs)
         procs.append(servers[side])
         http[side] = ports[gw].split("|")[1]
         await healthy(http[side])
         progress(f"{gw} up")
-    load = await Child.start("load", sys.executable, "-m", "benchmarks.sessions", "--role",
-                             "load", "--origin", f"http://{http['origin']}/sessions/ws",
-                             "--remote", f"http://{http['remote']}/sessions/ws",
-                             "--remote-every", str(args.remote_every))
+    load = await Child.start("load-gateways", *LOAD, "load", "--origin",
+                             f"http://{http['origin']}/sessions/ws", "--remote",
+                             f"http://{http['remote']}/sessions/ws", "--remote-every",
+                             str(args.remote_every), logs=args.logs)
     procs.append(load)
     result = await common_part(load, servers, args)
     result["capacity"] = await capacity(load, servers, args)
+    for side in servers:  # relay streams (and calls) refused by the per-caller limits
+        totals = await scrape_totals(http[side])
+        result["capacity"][f"limited_{side}"] = totals.get("limited_calls", 0.0)
     result["rss_capacity"] = {n: p.rss_mb() for n, p in servers.items()}
     result["close"] = await load.command("close", "CLOSED", within=600)
     progress(f"closed: {result['close']}")
@@ -552,7 +246,7 @@ async def capacity(load: Child, servers: dict[str, Child], args: argparse.Namesp
         await asyncio.sleep(0.3)
         rss = {n: p.rss_mb() for n, p in servers.items()}
         if opened["failed"]:
-            why, error = f"{opened['failed']} of {args.batch} failed", opened["first_error"]
+            why, error = "a session failed to open", opened["first_error"]
         elif max(rss.values()) >= args.rss_budget_mb:
             why = f"RSS budget ({args.rss_budget_mb} MB)"
         elif time.perf_counter() - t0 >= args.open_budget_s:
@@ -616,7 +310,9 @@ def report(echo: dict[str, Any], gw: dict[str, Any], args: argparse.Namespace) -
           f"(stopped: {cap['stopped']}{'; ' + cap['first_error'] if cap['first_error'] else ''})"
           f"; RSS 320000-gw {cap['rss']['origin']:.1f} MB, 310000-gw "
           f"{cap['rss']['remote']:.1f} MB; KB per added session 320000-gw "
-          f"{cap['kb_per_session']['origin']:.1f}, 310000-gw {cap['kb_per_session']['remote']:.1f}")
+          f"{cap['kb_per_session']['origin']:.1f}, 310000-gw {cap['kb_per_session']['remote']:.1f}"
+          f"; calls and streams refused by the per-caller limits: 320000-gw "
+          f"{cap['limited_origin']:.0f}, 310000-gw {cap['limited_remote']:.0f}")
     close = gw["close"]
     print(f"  closed {close['closed']:,} sessions in {close['seconds']:.1f} s "
           f"({close['failed']} failed); RSS after: 320000-gw {gw['rss_closed']['origin']:.1f} MB,"
@@ -654,7 +350,6 @@ async def bench(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=("bench", "load", "echo"), default="bench")
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--rates", default="0.5,2", help="messages per session per second, "
                         "one step each (0.5 = 1 every 2 s: 100 msgs/s at 200 sessions)")
@@ -667,20 +362,12 @@ def main() -> None:
     parser.add_argument("--rss-budget-mb", type=float, default=1024.0)
     parser.add_argument("--max-sessions", type=int, default=5000)
     parser.add_argument("--profile", type=Path, help="gateways under py-spy, stacks here")
-    parser.add_argument("--port", type=int, help="echo: the port")
-    parser.add_argument("--echo", help="load: the baseline's ws URL")
-    parser.add_argument("--origin", help="load: 320000-gw's /sessions/ws URL")
-    parser.add_argument("--remote", help="load: 310000-gw's /sessions/ws URL")
+    parser.add_argument("--logs", type=Path, help="every process's output, one file each")
     args = parser.parse_args()
-    if args.role == "bench":
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-        sys.exit(asyncio.run(bench(args)))
-    install_uvloop()
-    if args.role == "echo":
-        asyncio.run(serve_echo(args.port))
-    else:
-        asyncio.run(Load(args).serve())
+    for folder in (args.profile, args.logs):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    sys.exit(asyncio.run(bench(args)))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks import certificate as cert
 from benchmarks import run as bench
-from benchmarks import sessions
+from benchmarks import session_load as sessions
 from benchmarks.partner import open_register
 from gateway.config import load_config
 from gateway.pb.tongban.v1 import certificate_pb2 as cpb
