@@ -2,8 +2,9 @@
 
     python -m benchmarks.run [--duration 5] [--concurrency 64] [--sweep 1,16,64,256]
                              [--scenarios direct,bare,nginx,routed,routed-1sig,federated,mixed,
-                                          certificate,certificate-direct,certificate-nocache]
-                             [--repeat 3] [--latency] [--profile DIR]
+                                          certificate,certificate-direct,certificate-nocache,
+                                          sessions]
+                             [--repeat 3] [--latency] [--profile DIR] [--sessions-args "..."]
 
 "routed" and "federated" run with batch signatures between every party (docs/signing.md
 §7); "routed-1sig" has every party sign each message on its own. "mixed" is a case's
@@ -21,6 +22,11 @@ FetchCertificates call of each lookup straight to that process; "certificate-noc
 Every answer is checked (benchmarks/certificate.py); a failed call or a wrong answer
 fails the run.
 
+"sessions" is not a row: it runs `python -m benchmarks.sessions` once, after everything
+else (屏对屏 session relay latency through two gateways against a direct WebSocket
+baseline, RSS and CPU per session; --sessions-args passes its options), and prints its
+own tables; a lost, repeated or reordered event fails the run.
+
 Every scenario starts its own processes on 127.0.0.1 (partner, proxy or gateways, and
 a separate load generator), measures a fixed window after a warm-up, samples the CPU
 time of each server process over that window from /proc, and stops them. Absolute
@@ -33,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shlex
 import shutil
 import signal
 import sys
@@ -52,7 +59,7 @@ BATCH_PLATFORMS = ("310000", "310115", "320105", "320681")
 PARTNER_LINGER_S = "0.002"
 CERTIFICATE_ROWS = ("certificate", "certificate-direct", "certificate-nocache")
 DEFAULT_SCENARIOS = ",".join(("direct", "bare", "nginx", "routed", "routed-1sig", "federated",
-                              "mixed", *CERTIFICATE_ROWS))
+                              "mixed", *CERTIFICATE_ROWS, "sessions"))
 GRPC_PARTNER = ('adapter = "embedded"\nsettings = {{ auto = "complete", step_delay_s = 0.05 }}\n'
                 '[[partners.keys]]\nid = "k1"\njwk = {{ kty = "OKP", crv = "Ed25519", x = "{x}')
 
@@ -492,8 +499,25 @@ def median_run(runs: list[dict[str, float] | None]) -> dict[str, float] | None:
     return done[len(done) // 2] if done else None
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    names = args.scenarios.split(",")
+async def sessions_step(args: argparse.Namespace) -> int:
+    """benchmarks/sessions.py in its own process, its tables on this one's stdout."""
+    print("\n屏对屏 session relay (benchmarks/sessions.py)", flush=True)
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "benchmarks.sessions", *shlex.split(args.sessions_args), cwd=ROOT)
+    return await proc.wait()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    """The rows (with the latency and sweep parts), then the sessions step if chosen: its
+    exit status (non-zero when the gateways lost, repeated or reordered an event)."""
+    chosen = args.scenarios.split(",")
+    rows = [name for name in chosen if name != "sessions"]
+    if rows:
+        await rows_async(args, rows)
+    return await sessions_step(args) if "sessions" in chosen else 0
+
+
+async def rows_async(args: argparse.Namespace, names: list[str]) -> None:
     runs: dict[str, list[dict[str, float] | None]] = {name: [] for name in names}
     for _ in range(args.repeat):  # rounds interleave the scenarios: noise hits them alike
         for name in names:
@@ -548,10 +572,12 @@ def main() -> None:
     parser.add_argument("--sweep-scenarios", default="direct,bare,routed,mixed")
     parser.add_argument("--profile", help="run gateways, the bare forwarder and the issuer "
                         "under py-spy, stacks into this folder")
+    parser.add_argument("--sessions-args", default="",
+                        help='options of the sessions step, e.g. "--sessions 200 --duration 10"')
     args = parser.parse_args()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-    asyncio.run(main_async(args))
+    sys.exit(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

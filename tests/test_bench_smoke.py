@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks import certificate as cert
 from benchmarks import run as bench
+from benchmarks import session_load as sessions
 from benchmarks.partner import open_register
 from gateway.config import load_config
 from gateway.pb.tongban.v1 import certificate_pb2 as cpb
@@ -105,3 +106,42 @@ def test_memory_and_scaling_scripts_run() -> None:
     assert re.search(r"\d+(\.\d+)? MB", out), out
     out = run("benchmarks.scale", "--processes", "1,2", "--duration", "0.8", "--warmup", "0.3")
     assert "efficiency" in out, out
+
+
+def test_the_session_relay_step_runs() -> None:
+    """`benchmarks.run`'s sessions step, tiny: two sessions, half a second per step, both
+    directions. The command fails if any message does not reach both sockets once and in
+    order; here the tables must show samples in every direction and no problems."""
+    out = run("benchmarks.run", "--scenarios", "sessions", "--sessions-args",
+              "--sessions 2 --rates 8 --duration 0.5 --warmup 0.2 --idle 0.2 "
+              "--remote-every 2 --batch 2 --open-budget-s 0.1")
+    for server in ("direct echo", "gateways"):
+        cells = re.search(rf"^\| {server} \| ([\d,]+) \(8\) \| (.*)$", out, re.M)
+        assert cells, out
+        latency, problems = cells[2].split(" | ")[:3], cells[2].split(" | ")[3]
+        assert int(cells[1]) > 0 and problems == "0", cells.groups()
+        assert all(re.fullmatch(r"[\d.]+ / [\d.]+ / [\d.]+", c) for c in latency), latency
+    assert "origin→remote p99 at" in out and "gateway CPU per relayed message" in out
+    assert re.search(r"320000-gw: [\d.]+ → [\d.]+ → [\d.]+ MB", out), out
+    assert re.search(r"closed \d+ sessions in [\d.]+ s \(0 failed\)", out), out
+    assert "PROBLEMS" not in out
+
+
+def test_the_session_load_counts_what_goes_wrong() -> None:
+    """The load generator's bookkeeping: an event twice, a gap in the sequence, an event
+    nobody sent: each is a problem (and a problem fails the command)."""
+    load = sessions.Load(argparse.Namespace(echo=None, remote_every=4))
+    origin = sessions.Socket(ws=None, side="o", name="origin-0")  # type: ignore[arg-type]
+    remote = sessions.Socket(ws=None, side="r", name="remote-0")  # type: ignore[arg-type]
+    load.sent["o0.0"] = sessions.Sent("o", measured=True)
+    chat = {"seq": 1, "type": "chat", "cid": "o0.0", "text": "0"}
+    load._event(remote, chat, now=1.0)
+    assert load.sent["o0.0"].cross and not load.problems
+    assert len(load.latency["o>r"]) == 1
+    load._event(remote, {**chat, "seq": 2}, now=1.0)  # the same message again
+    load._event(origin, {**chat, "seq": 2}, now=1.0)  # its own: seq 1 never came
+    load._event(origin, {**chat, "seq": 3, "cid": "o0.9"}, now=1.0)  # never sent
+    assert load.problems == {"events received twice": 1,
+                             "events out of order or missing (seq gap)": 1,
+                             "events after the drain (late)": 1}
+    assert load.sent["o0.0"].own and len(load.latency["o>r"]) == 1
