@@ -302,7 +302,7 @@ class Load:
         if lost_own:
             self.problems["messages that never came back to their sender"] += lost_own
         self.sent.clear()
-        return {"rate_per_session": rate, "sessions": len(pairs), "messages": in_window,
+        return {"rate_per_session": rate, "sessions": len(pairs), "messages": in_window, "sent": k,
                 "messages_per_s": in_window / seconds, "pacer_lag_ms": 1000 * lag,
                 "presence_per_s": presence / seconds,
                 "drain_s": time.perf_counter() - drained,
