@@ -352,7 +352,7 @@ def warnings_of(gw: dict[str, Any], args: argparse.Namespace) -> list[str]:
                        f"{step['messages_per_s']:,.0f} msgs/s): presence frames go back and "
                        "forth over the relay")
     idle = gw["idle_util"]
-    if max(idle.values()) > 0.01 * max(1.0, args.sessions / 100):
+    if max(idle.values()) > max(0.05, 0.00025 * args.sessions):  # heartbeats cost less
         out.append(f"idle gateways busy with {args.sessions} sessions open and no message: "
                    f"320000-gw {idle['origin']:.2f} core, 310000-gw {idle['remote']:.2f} core")
     return out
