@@ -37,6 +37,9 @@ import aiohttp
 from aiohttp import web
 
 from benchmarks.common import ROOT, install_uvloop
+from gateway.ids import new_ulid
+from gateway.sessions.tokens import sign_join
+from gateway.signing import SigningKey, load_private_key
 
 ORIGIN, REMOTE = "320681", "310000"  # 启东 window, 上海 handling region
 PER_POOL: Final = 25  # sessions per aiohttp.ClientSession
@@ -84,6 +87,8 @@ class OpenFailed(Exception):
 
 @dataclass(eq=False)
 class Sent:
+    """A chat line sent in the current step, and which sockets have had it."""
+
     side: str  # "o" or "r"
     measured: bool
     cross: bool = False  # reached the other side's socket
@@ -92,6 +97,8 @@ class Sent:
 
 @dataclass(eq=False)
 class Socket:
+    """One clerk's WebSocket and what its reader has seen."""
+
     ws: aiohttp.ClientWebSocketResponse
     side: str  # "o" or "r"
     name: str
@@ -104,6 +111,9 @@ class Socket:
 
 @dataclass(eq=False)
 class Pair:
+    """One session's two clerks; count numbers its messages (every remote_every-th is
+    the remote clerk's)."""
+
     index: int
     origin: Socket
     remote: Socket
@@ -124,7 +134,7 @@ class Load:
         self.problems: Counter[str] = Counter()
         self.presence = 0
         self.first_error = ""
-        self._keys: dict[str, Any] = {}
+        self._keys: dict[str, SigningKey] = {}
 
     # -- opening ---------------------------------------------------------------------
     def _pool(self, index: int) -> aiohttp.ClientSession:
@@ -135,9 +145,6 @@ class Load:
     def _hello(self, session: str, side: str, index: int) -> dict[str, Any]:
         if not self.gateway:
             return {"type": "hello", "session": session}
-        from gateway.sessions.tokens import sign_join
-        from gateway.signing import load_private_key
-
         partner, other = (ORIGIN, REMOTE) if side == "origin" else (REMOTE, ORIGIN)
         if partner not in self._keys:
             pem = (ROOT / "demo-keys" / f"{partner}.pem").read_bytes()
@@ -156,8 +163,6 @@ class Load:
         return sock
 
     async def open_one(self, index: int) -> Pair:
-        from gateway.ids import new_ulid
-
         session = new_ulid()
         urls = {"origin": self.args.origin or self.args.echo,
                 "remote": self.args.remote or self.args.echo}
@@ -302,7 +307,7 @@ class Load:
         if lost_own:
             self.problems["messages that never came back to their sender"] += lost_own
         self.sent.clear()
-        return {"rate_per_session": rate, "sessions": len(pairs), "messages": in_window,
+        return {"rate_per_session": rate, "sessions": len(pairs), "messages": in_window, "sent": k,
                 "messages_per_s": in_window / seconds, "pacer_lag_ms": 1000 * lag,
                 "presence_per_s": presence / seconds,
                 "drain_s": time.perf_counter() - drained,

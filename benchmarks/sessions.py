@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks.common import ROOT, cpu_seconds, free_port
+from benchmarks.common import ROOT, cpu_seconds, free_port, thread_cpu
 from benchmarks.run import bench_config, healthy, scrape_totals
 from benchmarks.session_load import DRAIN_S
 
@@ -57,25 +57,18 @@ def progress(what: str) -> None:
 class Child:
     """A process of the bench: lines it prints are queued; commands go to its stdin."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, profiled: bool,
-                 log: Path | None) -> None:
-        self.name, self.proc, self.profiled, self.log = name, proc, profiled, log
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path | None) -> None:
+        self.name, self.proc, self.log = name, proc, log
         self.lines: asyncio.Queue[str] = asyncio.Queue()
         self.tail: list[str] = []
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, name: str, *argv: str, profile: Path | None = None,
-                    logs: Path | None = None) -> Child:
-        if profile is not None:
-            spy = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
-            argv = (spy, "record", "--format", "raw", "--rate", "250", "-o",
-                    str(profile / f"sessions-{name}.txt"), "--", *argv)
+    async def start(cls, name: str, *argv: str, logs: Path | None = None) -> Child:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
-        return cls(name, proc, profile is not None,
-                   logs / f"{name}.log" if logs is not None else None)
+        return cls(name, proc, logs / f"{name}.log" if logs is not None else None)
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -107,9 +100,6 @@ class Child:
 
     @property
     def pid(self) -> int:
-        if self.profiled:  # py-spy's child is the process measured
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            return int(children.split()[0])
         return self.proc.pid
 
     def cpu(self) -> float:
@@ -128,7 +118,7 @@ class Child:
                 async with asyncio.timeout(5):
                     await self.proc.wait()
         if self.proc.returncode is None:
-            self.proc.send_signal(2)  # SIGINT: py-spy writes its profile
+            self.proc.send_signal(2)  # SIGINT: a gateway stops gracefully
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await self.proc.wait()
@@ -136,6 +126,19 @@ class Child:
             self.proc.kill()
             await self.proc.wait()
         self.reader.cancel()
+
+
+async def spy(server: Child, args: argparse.Namespace, label: str
+              ) -> asyncio.subprocess.Process:
+    """py-spy on a server for the measured window (raw stacks, one file per server and
+    step); it pauses the process to sample, so a profiled run's latencies are not the
+    figures."""
+    binary = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
+    out = args.profile / f"sessions-{server.name}-{label}.txt"
+    return await asyncio.create_subprocess_exec(
+        binary, "record", "--pid", str(server.pid), "--duration", str(int(args.duration)),
+        "--rate", "250", "--format", "raw", "--output", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
 
 async def steps(load: Child, servers: dict[str, Child], args: argparse.Namespace
@@ -149,9 +152,20 @@ async def steps(load: Child, servers: dict[str, Child], args: argparse.Namespace
                               .encode())
         await load.expect("START")
         before, t0 = {n: p.cpu() for n, p in everyone.items()}, time.perf_counter()
+        threads = {n: thread_cpu(p.pid) for n, p in servers.items()}
+        spies = [await spy(p, args, f"r{rate:g}") for p in servers.values()] \
+            if args.profile else []
         await load.expect("END", within=args.duration + 60)
         spent = {n: p.cpu() - before[n] for n, p in everyone.items()}
         elapsed = time.perf_counter() - t0
+        for name, p in servers.items():  # where each server's CPU went, as benchmarks.run
+            now = thread_cpu(p.pid)
+            busy = {t: (v - threads[name].get(t, 0.0)) / elapsed for t, v in now.items()}
+            progress(f"{name} threads, core: " + ", ".join(
+                f"{t} {v:.3f}" for t, v in sorted(busy.items(), key=lambda kv: -kv[1])
+                if v >= 0.001))
+        for one in spies:
+            await one.wait()
         result: dict[str, Any] = json.loads(await load.expect("RESULT", within=DRAIN_S + 60))
         messages = max(result["messages"], 1)
         result["cpu_us_per_message"] = {n: 1e6 * s / messages for n, s in spent.items()}
@@ -209,8 +223,7 @@ async def gateway_phase(args: argparse.Namespace, procs: list[Child], tmp: Path
     http = {}
     for side, gw in GATEWAYS.items():
         servers[side] = await Child.start(gw, sys.executable, "-m", "gateway.cli", "serve",
-                                          "--config", str(config), "--as", gw,
-                                          profile=args.profile, logs=args.logs)
+                                          "--config", str(config), "--as", gw, logs=args.logs)
         procs.append(servers[side])
         http[side] = ports[gw].split("|")[1]
         await healthy(http[side])
@@ -270,59 +283,90 @@ def row(server: str, step: dict[str, Any]) -> str:
             + f" | {bad} | {step['presence_per_s']:,.0f} | {cpu} |")
 
 
-def report(echo: dict[str, Any], gw: dict[str, Any], args: argparse.Namespace) -> list[str]:
-    """The tables and ratios; problems found, as the last lines (empty: none)."""
+def latency_lines(echo: dict[str, Any], gw: dict[str, Any], args: argparse.Namespace
+                  ) -> list[str]:
+    """The latency table, baseline and gateways row by row, and the goal's ratios."""
     n = args.sessions
-    print(f"\nSession relay: {n} sessions ({2 * n} clerk sockets), every "
-          f"{args.remote_every}th message a remote clerk's, {args.duration:g} s per step\n")
-    print("| server | msgs/s (per session) | " + " | ".join(
-        f"{d} p50 / p99 / max ms" for d in DIRECTIONS.values())
-        + " | problems | presence msgs/s | CPU µs per message (per process) |")
-    print("|---|---:|" + "---:|" * len(DIRECTIONS) + "---:|---:|---|")
-    for one, two in zip(echo["steps"], gw["steps"], strict=True):
-        print(row("direct echo", one))
-        print(row("gateways", two))
-    print()
-    for one, two in zip(echo["steps"], gw["steps"], strict=True):
+    out = [f"Session relay: {n} sessions ({2 * n} clerk sockets), 1 in {args.remote_every} "
+           f"messages a remote clerk's, {args.duration:g} s per step", "",
+           "| server | msgs/s (per session) | " + " | ".join(
+               f"{d} p50 / p99 / max ms" for d in DIRECTIONS.values())
+           + " | problems | presence msgs/s | CPU µs per message (per process) |",
+           "|---|---:|" + "---:|" * len(DIRECTIONS) + "---:|---:|---|"]
+    pairs = list(zip(echo["steps"], gw["steps"], strict=True))
+    for one, two in pairs:
+        out += [row("direct echo", one), row("gateways", two)]
+    out.append("")
+    for one, two in pairs:
         g, b = two["latency"]["o>r"]["p99"], one["latency"]["o>r"]["p99"]
         verdict = "met" if g <= GOAL_P99_MS else "NOT met"
-        print(f"origin→remote p99 at {two['messages_per_s']:,.0f} msgs/s: {g:.1f} ms vs "
-              f"direct echo {b:.1f} ms, ratio {g / max(b, 1e-6):.1f} "
-              f"(goal ≤ {GOAL_P99_MS:g} ms on 2 cores: {verdict}); remote→origin p99 "
-              f"{two['latency']['r>o']['p99']:.1f} ms")
+        out.append(f"origin→remote p99 at {two['messages_per_s']:,.0f} msgs/s: {g:.1f} ms vs "
+                   f"direct echo {b:.1f} ms, ratio {g / max(b, 1e-6):.2f} (goal ≤ "
+                   f"{GOAL_P99_MS:g} ms on 2 cores: {verdict}); remote→origin p99 "
+                   f"{two['latency']['r>o']['p99']:.1f} ms")
     for step in gw["steps"]:
-        cpu = step["cpu_us_per_message"]
-        print(f"gateway CPU per relayed message at {step['messages_per_s']:,.0f} msgs/s: "
-              f"320000-gw {cpu['origin']:,.0f} µs, 310000-gw {cpu['remote']:,.0f} µs "
-              f"(busy {step['cpu_util']['origin']:.2f} and {step['cpu_util']['remote']:.2f} "
-              f"core)")
-    print(f"\nSessions per process (RSS MB before → with {n} open → after the steps; "
-          "per session over the last N−1 opened)")
-    for label, part in (("320000-gw", ("origin", gw)), ("310000-gw", ("remote", gw)),
-                        ("direct echo", ("echo", echo))):
-        key, res = part
-        per = 1024 * (res["rss_open"][key] - res["rss_before"][key]) / max(n - 1, 1)
-        print(f"  {label}: {res['rss_before'][key]:.1f} → {res['rss_open'][key]:.1f} → "
-              f"{res['rss_after_steps'][key]:.1f} MB, {per:.1f} KB per session; idle CPU "
-              f"with {n} open {res['idle_util'][key]:.3f} core")
-    cap = gw["capacity"]
-    print(f"  capacity: {cap['sessions']:,} sessions open after {cap['seconds']:.0f} s "
-          f"(stopped: {cap['stopped']}{'; ' + cap['first_error'] if cap['first_error'] else ''})"
-          f"; RSS 320000-gw {cap['rss']['origin']:.1f} MB, 310000-gw "
-          f"{cap['rss']['remote']:.1f} MB; KB per added session 320000-gw "
-          f"{cap['kb_per_session']['origin']:.1f}, 310000-gw {cap['kb_per_session']['remote']:.1f}"
-          f"; calls and streams refused by the per-caller limits: 320000-gw "
-          f"{cap['limited_origin']:.0f}, 310000-gw {cap['limited_remote']:.0f}")
-    close = gw["close"]
-    print(f"  closed {close['closed']:,} sessions in {close['seconds']:.1f} s "
-          f"({close['failed']} failed); RSS after: 320000-gw {gw['rss_closed']['origin']:.1f} MB,"
-          f" 310000-gw {gw['rss_closed']['remote']:.1f} MB")
-    problems = [f"{name}: {k}: {v}" for name, res in (("direct echo", echo), ("gateways", gw))
-                for step in res["steps"] for k, v in step["problems"].items()]
-    problems += [f"{name}: while opening: {k}: {v}" for name, res in
-                 (("direct echo", echo), ("gateways", gw)) for k, v in res["open_problems"].items()]
-    problems += [res["problem"] for res in (echo, gw) if "problem" in res]
-    return problems
+        cpu, busy = step["cpu_us_per_message"], step["cpu_util"]
+        out.append(f"gateway CPU per relayed message at {step['messages_per_s']:,.0f} msgs/s: "
+                   f"320000-gw {cpu['origin']:,.0f} µs, 310000-gw {cpu['remote']:,.0f} µs "
+                   f"(busy {busy['origin']:.2f} and {busy['remote']:.2f} core)")
+    return out
+
+
+def process_lines(echo: dict[str, Any], gw: dict[str, Any], args: argparse.Namespace
+                  ) -> list[str]:
+    """RSS per session and per message held, idle CPU, capacity, closing."""
+    n = args.sessions
+    out = [f"Sessions per process (RSS MB before → with {n} open → after the steps; per "
+           "session over the last N−1 opened, per message sent in the steps)"]
+    for label, key, res in (("320000-gw", "origin", gw), ("310000-gw", "remote", gw),
+                            ("direct echo", "echo", echo)):
+        rss = [res[k][key] for k in ("rss_before", "rss_open", "rss_after_steps")]
+        sent = sum(step["sent"] for step in res["steps"])
+        out.append(f"  {label}: {rss[0]:.1f} → {rss[1]:.1f} → {rss[2]:.1f} MB, "
+                   f"{1024 * (rss[1] - rss[0]) / max(n - 1, 1):.1f} KB per session, "
+                   f"{1024 * (rss[2] - rss[1]) / max(sent, 1):.2f} KB per message; idle CPU "
+                   f"with {n} open {res['idle_util'][key]:.3f} core")
+    cap, close = gw["capacity"], gw["close"]
+    why = cap["stopped"] + (f"; {cap['first_error']}" if cap["first_error"] else "")
+    out += [f"  capacity: {cap['sessions']:,} sessions open after {cap['seconds']:.0f} s "
+            f"(stopped: {why}); RSS 320000-gw {cap['rss']['origin']:.1f} MB, 310000-gw "
+            f"{cap['rss']['remote']:.1f} MB; KB per added session 320000-gw "
+            f"{cap['kb_per_session']['origin']:.1f}, 310000-gw "
+            f"{cap['kb_per_session']['remote']:.1f}; calls and streams refused by the "
+            f"per-caller limits: 320000-gw {cap['limited_origin']:.0f}, 310000-gw "
+            f"{cap['limited_remote']:.0f}",
+            f"  closed {close['closed']:,} sessions in {close['seconds']:.1f} s "
+            f"({close['failed']} failed); RSS after: 320000-gw "
+            f"{gw['rss_closed']['origin']:.1f} MB, 310000-gw {gw['rss_closed']['remote']:.1f} MB"]
+    return out
+
+
+def warnings_of(gw: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Misbehaviour that loses nothing but costs: presence messages with nobody coming or
+    going (a clerk is told of a change; more than one a second per session is not that)."""
+    out = []
+    for step in gw["steps"]:
+        if step["presence_per_s"] > args.sessions:
+            out.append(f"{step['presence_per_s']:,.0f} presence messages/s to the clerks of "
+                       f"{args.sessions} sessions while nobody joined or left (at "
+                       f"{step['messages_per_s']:,.0f} msgs/s): presence frames go back and "
+                       "forth over the relay")
+    idle = gw["idle_util"]
+    if max(idle.values()) > max(0.05, 0.00025 * args.sessions):  # heartbeats cost less
+        out.append(f"idle gateways busy with {args.sessions} sessions open and no message: "
+                   f"320000-gw {idle['origin']:.2f} core, 310000-gw {idle['remote']:.2f} core")
+    return out
+
+
+def problems_of(echo: dict[str, Any], gw: dict[str, Any]) -> list[str]:
+    """What went wrong in either phase: lost, repeated or reordered events, refusals,
+    sockets closed by the server, sessions that did not open (empty: nothing)."""
+    out = []
+    for name, res in (("direct echo", echo), ("gateways", gw)):
+        out += [f"{name}: {k}: {v}" for step in res["steps"] for k, v in step["problems"].items()]
+        out += [f"{name}: while opening: {k}: {v}" for k, v in res["open_problems"].items()]
+        out += [f"{name}: {res['problem']}"] if "problem" in res else []
+    return out
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -339,7 +383,12 @@ async def bench(args: argparse.Namespace) -> int:
         for p in procs:
             await p.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    problems = report(echo, gw, args)
+    print("\n" + "\n".join([*latency_lines(echo, gw, args), "",
+                           *process_lines(echo, gw, args)]))
+    warnings = warnings_of(gw, args)
+    if warnings:
+        print("\nWARNINGS:\n  " + "\n  ".join(warnings))
+    problems = problems_of(echo, gw)
     if problems:
         print("\nPROBLEMS (the gateways must lose, repeat and reorder nothing):\n  "
               + "\n  ".join(problems))
@@ -361,7 +410,8 @@ def main() -> None:
     parser.add_argument("--open-budget-s", type=float, default=20.0)
     parser.add_argument("--rss-budget-mb", type=float, default=1024.0)
     parser.add_argument("--max-sessions", type=int, default=5000)
-    parser.add_argument("--profile", type=Path, help="gateways under py-spy, stacks here")
+    parser.add_argument("--profile", type=Path, help="py-spy on the servers during each "
+                        "measured window, raw stacks into this folder")
     parser.add_argument("--logs", type=Path, help="every process's output, one file each")
     args = parser.parse_args()
     for folder in (args.profile, args.logs):
