@@ -27,6 +27,7 @@ from gateway.batchsign import BatchSigner
 from gateway.client import CallError
 from gateway.config import Config
 from gateway.errors import GatewayError, PermissionDenied, Unauthenticated, Unavailable
+from gateway.limits import TokenBucket
 from gateway.pb.tongban.v1 import session_pb2 as spb
 from gateway.signing import SigningKey
 from gateway.types import Clock
@@ -44,7 +45,7 @@ MAX_MESSAGE: Final = 64 * 1024  # bytes of one WebSocket message (docs/sessions.
 MAX_MATERIAL: Final = 10 * 1024 * 1024
 CHUNK: Final = 1024 * 1024
 RATE: Final = 20.0  # messages per second per connection
-BURST: Final = 40.0
+BURST: Final = 40
 HELLO_S: Final = 10.0
 RECONNECT_S: Final = (0.2, 5.0)  # the relay's reopen backoff, first and longest
 
@@ -56,19 +57,15 @@ class Clerk:
     ws: web.WebSocketResponse
     join: Join
     token: str
-    tokens: float = BURST
-    stamp: float = field(default_factory=time.monotonic)
-    over: int = 0
+    bucket: TokenBucket = field(
+        default_factory=lambda: TokenBucket(RATE, BURST, time.monotonic()))
+    over: int = 0  # messages refused in a row
 
     def allow(self) -> bool:
-        """Token bucket (RATE/s, BURST): False when the clerk sends too fast."""
-        now = time.monotonic()
-        self.tokens = min(BURST, self.tokens + (now - self.stamp) * RATE)
-        self.stamp = now
-        if self.tokens < 1:
+        """RATE messages a second, BURST at once: False when the clerk sends too fast."""
+        if self.bucket.take(time.monotonic()) > 0.0:
             self.over += 1
             return False
-        self.tokens -= 1
         self.over = 0
         return True
 
@@ -146,6 +143,11 @@ class SessionHub:
     def _gateway_of(self, platform: str) -> str:
         partner = self.config.partners.get(platform)
         return partner.gateway if partner is not None else ""
+
+    def _relayed(self, live: Live) -> bool:
+        """The two sides are behind two gateways (else one gateway serves both, and
+        there is no relay)."""
+        return self._gateway_of(live.origin) != self._gateway_of(live.remote)
 
     def check_join(self, token: str) -> Join:
         """A join token of a clerk of this gateway's platforms (Unauthenticated or
@@ -268,8 +270,7 @@ class SessionHub:
             names = sorted({c.join.name for c in live.clerks if c.join.side != clerk.join.side})
             await clerk.send({"type": "presence", "side": _other(clerk.join.side),
                               "clerks": names + live.peer_clerks,
-                              "link": up if self._gateway_of(live.remote)
-                              != self._gateway_of(live.origin) else "up"})
+                              "link": up if self._relayed(live) else "up"})
 
     # -- messages from clerks ------------------------------------------------------------
     async def _message(self, live: Live, clerk: Clerk, data: str) -> None:
@@ -312,7 +313,7 @@ class SessionHub:
     async def _publish(self, live: Live, event: Mapping[str, Any]) -> None:
         """A sequenced event (chained by the session already): to this side's browsers
         and, from the sequencer, to the other side's gateway as its chained bytes."""
-        if live.sequencer and self._gateway_of(live.remote) != self.config.self_id:
+        if live.sequencer and self._relayed(live):
             body = live.session.transcript.events[event["seq"] - 1]
             self._reliable(live, spb.RelayFrame(event=spb.RelayEvent(seq=event["seq"],
                                                                      event=body)))
@@ -369,7 +370,7 @@ class SessionHub:
         media_type = request.headers.get("Content-Type", "application/octet-stream")[:100]
         digest = hashlib.sha256(data).hexdigest()
         self._hold(live, digest, media_type, data)
-        if self._gateway_of(live.remote) != self._gateway_of(live.origin):
+        if self._relayed(live):
             for offset in range(0, len(data), CHUNK):
                 self._reliable(live, spb.RelayFrame(blob=spb.RelayBlob(
                     sha256=digest, media_type=media_type, total=len(data), offset=offset,
@@ -407,12 +408,10 @@ class SessionHub:
     def _ensure_relay(self, live: Live) -> None:
         """The origin side's gateway keeps a stream open to the remote's while the
         session is open, reopening it after a drop."""
-        if live.side != "origin" or live.relay_task is not None or live.session.closed:
+        if not live.sequencer or not self._relayed(live) or live.relay_task is not None \
+                or live.session.closed:
             return
-        peer = self._gateway_of(live.remote)
-        if peer == self.config.self_id:
-            return
-        task = asyncio.create_task(self._keep_relay(live, peer))
+        task = asyncio.create_task(self._keep_relay(live, self._gateway_of(live.remote)))
         live.relay_task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -572,7 +571,7 @@ class SessionHub:
         token = sign_head(self._key, gateway=self.config.self_id, session=live.id,
                           case=live.case, n=chain.n, head=chain.head, now=self.clock.now())
         live.signatures[self.config.self_id] = token
-        if self._gateway_of(live.remote) != self._gateway_of(live.origin):
+        if self._relayed(live):
             self._reliable(live, spb.RelayFrame(sign=spb.RelaySign(token=token)))
         else:
             await self._transcript_done(live)
